@@ -1,0 +1,5 @@
+import sys
+
+from bnaudit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,282 @@
+"""Every batch-norm entry point bnaudit knows, as data.
+
+Rules never spell an API name: they ask this module what a call is and what
+its arguments mean (which one is the training flag, what an omitted decay
+defaults to, where the moving-average updates go).  Adding an API is adding
+an entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What kind of thing a qualified name is.
+FUNCTION = "function"  # builds variables and normalizes in one call (contrib, tf.layers functional)
+LAYER = "layer"        # a class: construct, then call on inputs (Keras, tf.layers.BatchNormalization)
+OP = "op"              # stateless math: no variables, no moving averages (tf.nn.*)
+
+# Where the moving-average updates of a layer go.
+COLLECTION = "collection"  # tf.GraphKeys.UPDATE_OPS; someone must run them
+INPLACE = "inplace"        # part of the layer's output in training; nothing to run
+FRAMEWORK = "framework"    # Keras/tensorpack run them (fit(), trainers, eager)
+NONE = "none"              # no moving averages at all
+
+
+@dataclass(frozen=True)
+class BatchNormAPI:
+    key: str
+    family: str
+    qualnames: tuple[str, ...]
+    kind: str
+    # Positional order of the function's (or the class constructor's) parameters.
+    params: tuple[str, ...]
+    # The training flag: its argument name, what omitting it means, and whether it
+    # is given to the constructor/function or to the layer call (Keras).
+    training: str | None = None
+    training_default: bool | None = None
+    training_at_call: bool = False
+    call_params: tuple[str, ...] = ()
+    decay: str | None = None
+    decay_default: float | None = None
+    epsilon: str | None = None
+    epsilon_default: float | None = None
+    reuse: str | None = None
+    scope: str | None = None
+    updates: str = NONE
+    # An argument that redirects the updates; the value None makes them in place.
+    updates_arg: str | None = None
+    # Whether the call/class creates moving statistics (OPs do not).
+    stateful: bool = True
+    # A flag is mandatory (no silent default).
+    training_required: bool = False
+
+    def param_index(self, name: str) -> int | None:
+        try:
+            return self.params.index(name)
+        except ValueError:
+            return None
+
+
+_CONTRIB_PARAMS = (
+    "inputs", "decay", "center", "scale", "epsilon", "activation_fn", "param_initializers",
+    "param_regularizers", "updates_collections", "is_training", "reuse", "variables_collections",
+    "outputs_collections", "trainable", "batch_weights", "fused", "data_format",
+    "zero_debias_moving_mean", "scope", "renorm", "renorm_clipping", "renorm_decay", "adjustment",
+)
+_TF_LAYERS_FN_PARAMS = (
+    "inputs", "axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+    "moving_mean_initializer", "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
+    "beta_constraint", "gamma_constraint", "training", "trainable", "name", "reuse", "renorm",
+    "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size", "adjustment",
+)
+_KERAS_PARAMS = (
+    "axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+    "moving_mean_initializer", "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
+    "beta_constraint", "gamma_constraint",
+)
+
+APIS: tuple[BatchNormAPI, ...] = (
+    BatchNormAPI(
+        key="contrib.batch_norm", family="contrib/slim", kind=FUNCTION,
+        qualnames=(
+            "tensorflow.contrib.layers.batch_norm",
+            "tensorflow.contrib.layers.python.layers.batch_norm",
+            "tensorflow.contrib.layers.python.layers.layers.batch_norm",
+            "tensorflow.contrib.slim.batch_norm",
+            "tensorflow.contrib.slim.layers.batch_norm",
+            "tf_slim.batch_norm",
+            "tf_slim.layers.batch_norm",
+            "tf_slim.layers.layers.batch_norm",
+        ),
+        params=_CONTRIB_PARAMS,
+        training="is_training", training_default=True,
+        decay="decay", decay_default=0.999, epsilon="epsilon", epsilon_default=0.001,
+        reuse="reuse", scope="scope", updates=COLLECTION, updates_arg="updates_collections",
+    ),
+    BatchNormAPI(
+        key="tf.layers.batch_normalization", family="tf.layers", kind=FUNCTION,
+        qualnames=(
+            "tensorflow.layers.batch_normalization",
+            "tensorflow.python.layers.normalization.batch_normalization",
+            "tensorflow.keras.__internal__.legacy.layers.batch_normalization",
+            "tf_keras.__internal__.legacy.layers.batch_normalization",
+        ),
+        params=_TF_LAYERS_FN_PARAMS,
+        training="training", training_default=False,
+        decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
+        reuse="reuse", scope="name", updates=COLLECTION,
+    ),
+    BatchNormAPI(
+        key="tf.layers.BatchNormalization", family="tf.layers", kind=LAYER,
+        qualnames=(
+            "tensorflow.layers.BatchNormalization",
+            "tensorflow.keras.__internal__.legacy.layers.BatchNormalization",
+            "tf_keras.__internal__.legacy.layers.BatchNormalization",
+        ),
+        params=_KERAS_PARAMS,
+        training="training", training_default=False, training_at_call=True, call_params=("inputs", "training"),
+        decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
+        scope="name", updates=COLLECTION,
+    ),
+    BatchNormAPI(
+        key="keras.BatchNormalization", family="keras", kind=LAYER,
+        qualnames=(
+            "keras.layers.BatchNormalization",
+            "keras.layers.normalization.BatchNormalization",
+            "keras.src.layers.BatchNormalization",
+            "keras.src.layers.normalization.batch_normalization.BatchNormalization",
+            "tensorflow.keras.layers.BatchNormalization",
+            "tensorflow.python.keras.layers.BatchNormalization",
+            "tf_keras.layers.BatchNormalization",
+            "keras.layers.experimental.SyncBatchNormalization",
+            "tensorflow.keras.layers.experimental.SyncBatchNormalization",
+            "tf_keras.layers.experimental.SyncBatchNormalization",
+        ),
+        params=_KERAS_PARAMS,
+        training="training", training_default=None, training_at_call=True, call_params=("inputs", "training"),
+        decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
+        scope="name", updates=FRAMEWORK,
+    ),
+    BatchNormAPI(
+        key="tensorpack.BatchNorm", family="tensorpack", kind=FUNCTION,
+        qualnames=("tensorpack.BatchNorm", "tensorpack.models.BatchNorm", "tensorpack.models.batch_norm.BatchNorm"),
+        params=("variable_scope_name", "inputs", "axis", "training", "momentum", "epsilon", "center", "scale"),
+        training="training", training_default=None,
+        decay="momentum", decay_default=0.9, epsilon="epsilon", epsilon_default=1e-5,
+        scope="variable_scope_name", updates=FRAMEWORK,
+    ),
+    BatchNormAPI(
+        key="bnaudit.batch_norm", family="bnaudit", kind=FUNCTION,
+        qualnames=("bnaudit.layers.batch_norm",),
+        params=("inputs", "training", "axis", "momentum", "epsilon", "center", "scale"),
+        training="training", training_required=True,
+        decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
+        scope="name", updates=INPLACE,
+    ),
+    BatchNormAPI(
+        key="bnaudit.BatchNorm", family="bnaudit", kind=LAYER,
+        qualnames=("bnaudit.layers.BatchNorm",),
+        params=("axis", "momentum", "epsilon", "center", "scale"),
+        training="training", training_default=None, training_at_call=True, call_params=("inputs", "training"),
+        decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
+        scope="name", updates=FRAMEWORK,
+    ),
+    BatchNormAPI(
+        key="tf.nn.batch_normalization", family="tf.nn", kind=OP, stateful=False,
+        qualnames=("tensorflow.nn.batch_normalization", "keras.ops.batch_normalization"),
+        params=("x", "mean", "variance", "offset", "scale", "variance_epsilon"),
+        epsilon="variance_epsilon",
+    ),
+    BatchNormAPI(
+        key="tf.nn.fused_batch_norm", family="tf.nn", kind=OP, stateful=False,
+        qualnames=("tensorflow.nn.fused_batch_norm",),
+        params=("x", "scale", "offset", "mean", "variance", "epsilon", "data_format", "is_training"),
+        training="is_training", training_default=True, epsilon="epsilon", epsilon_default=0.001,
+    ),
+)
+
+# Spellings that name the same module; applied to a resolved dotted name before lookup.
+CANONICAL_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("tensorflow.compat.v1.", "tensorflow."),
+    ("tensorflow.compat.v2.", "tensorflow."),
+    ("tensorflow._api.v2.compat.v1.", "tensorflow."),
+    ("tensorflow._api.v2.", "tensorflow."),
+    ("tensorflow.contrib.framework.", "tensorflow.contrib.slim."),
+    ("tf_keras.src.", "tf_keras."),
+    ("tensorflow.contrib.slim.python.slim.", "tensorflow.contrib.slim."),
+)
+
+# Names that mean the UPDATE_OPS collection key.
+UPDATE_OPS_KEYS = frozenset({
+    "tensorflow.GraphKeys.UPDATE_OPS",
+    "tensorflow.python.framework.ops.GraphKeys.UPDATE_OPS",
+    "tf_slim.ops.GraphKeys.UPDATE_OPS",
+})
+UPDATE_OPS_LITERAL = "update_ops"
+
+GET_COLLECTION = frozenset({
+    "tensorflow.get_collection", "tensorflow.get_collection_ref",
+    "tensorflow.python.framework.ops.get_collection",
+})
+CONTROL_DEPENDENCIES = frozenset({
+    "tensorflow.control_dependencies", "tensorflow.python.framework.ops.control_dependencies",
+})
+# Ops that join their arguments into one runnable thing.
+GROUPING = frozenset({
+    "tensorflow.group", "tensorflow.tuple", "tensorflow.python.ops.control_flow_ops.group",
+    "tensorflow.python.ops.control_flow_ops.tuple", "tensorflow.python.ops.control_flow_ops.with_dependencies",
+    "tensorflow.contrib.framework.with_dependencies", "tensorflow.with_dependencies", "tensorflow.identity",
+})
+# (callable, index of the dependencies argument, index of the output argument)
+WITH_DEPENDENCIES = frozenset({
+    "tensorflow.python.ops.control_flow_ops.with_dependencies", "tensorflow.contrib.framework.with_dependencies",
+    "tensorflow.with_dependencies", "tensorflow.contrib.slim.with_dependencies",
+})
+# Train-op builders that run UPDATE_OPS themselves.
+UPDATING_TRAIN_OP_BUILDERS = frozenset({
+    "tensorflow.contrib.slim.learning.create_train_op",
+    "tensorflow.contrib.training.create_train_op",
+    "tensorflow.contrib.layers.optimize_loss",
+    "tf_slim.learning.create_train_op",
+    "tf_slim.training.create_train_op",
+    "tf_slim.create_train_op",
+})
+# Methods that build a train op from an optimizer.
+TRAIN_OP_METHODS = frozenset({"minimize", "apply_gradients"})
+
+ARG_SCOPE = frozenset({"tensorflow.contrib.slim.arg_scope", "tf_slim.arg_scope", "tensorflow.contrib.framework.arg_scope"})
+PARTIAL = frozenset({"functools.partial"})
+
+VARIABLE_SCOPE = frozenset({"tensorflow.variable_scope", "tensorflow.python.ops.variable_scope.variable_scope"})
+NAME_SCOPE = frozenset({"tensorflow.name_scope", "tensorflow.python.framework.ops.name_scope"})
+AUTO_REUSE = frozenset({"tensorflow.AUTO_REUSE", "tensorflow.python.ops.variable_scope.AUTO_REUSE"})
+REUSE_VARIABLES_METHOD = "reuse_variables"
+
+COND = frozenset({"tensorflow.cond", "tensorflow.python.ops.control_flow_ops.cond",
+                  "tensorflow.contrib.framework.smart_cond", "tensorflow.__internal__.smart_cond.smart_cond"})
+
+SAVERS = frozenset({"tensorflow.train.Saver", "tensorflow.python.training.saver.Saver"})
+CHECKPOINTS = frozenset({"tensorflow.train.Checkpoint"})
+# Calls and attributes whose value is a list of trainable variables only.
+TRAINABLE_VARIABLE_CALLS = frozenset({
+    "tensorflow.trainable_variables", "tensorflow.contrib.framework.get_trainable_variables",
+    "tensorflow.contrib.slim.get_trainable_variables", "tf_slim.get_trainable_variables",
+})
+TRAINABLE_ATTRIBUTES = frozenset({"trainable_variables", "trainable_weights"})
+
+# Values that are tensors when the graph is built.
+TENSOR_FACTORIES = frozenset({
+    "tensorflow.placeholder", "tensorflow.placeholder_with_default", "tensorflow.Variable",
+    "tensorflow.get_variable", "tensorflow.constant", "tensorflow.convert_to_tensor", "tensorflow.cast",
+    "tensorflow.equal", "tensorflow.not_equal", "tensorflow.less", "tensorflow.greater", "tensorflow.logical_not",
+    "tensorflow.logical_and", "tensorflow.logical_or", "tensorflow.keras.backend.learning_phase",
+    "tensorflow.python.keras.backend.learning_phase", "keras.backend.learning_phase",
+    "tf_keras.backend.learning_phase", "tensorflow.python.ops.array_ops.placeholder",
+    "tensorflow.python.ops.array_ops.placeholder_with_default",
+})
+GRADIENT_TAPE = frozenset({"tensorflow.GradientTape"})
+TF_FUNCTION = frozenset({"tensorflow.function"})
+SET_LEARNING_PHASE = frozenset({
+    "tensorflow.keras.backend.set_learning_phase", "keras.backend.set_learning_phase",
+    "tf_keras.backend.set_learning_phase",
+})
+
+_BY_QUALNAME = {name: api for api in APIS for name in api.qualnames}
+
+# Last components of every batch-norm name: a file mentioning none of them
+# (and nothing else in PREFILTER_WORDS) cannot yield a finding.
+BN_WORDS = frozenset(name.rsplit(".", 1)[1] for api in APIS for name in api.qualnames)
+
+
+def canonical(qualname: str) -> str:
+    for prefix, replacement in CANONICAL_PREFIXES:
+        if qualname.startswith(prefix):
+            return replacement + qualname[len(prefix):]
+    return qualname
+
+
+def lookup(qualname: str | None) -> BatchNormAPI | None:
+    """The API a fully qualified (already canonical) name refers to, if it is batch norm."""
+    if not qualname:
+        return None
+    return _BY_QUALNAME.get(qualname)

@@ -1,0 +1,171 @@
+"""The ``bnaudit`` command line: check, graph, rules, explain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bnaudit import __version__, faults, report
+from bnaudit.config import ConfigError, load as load_config
+
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  no findings
+  1  findings were reported
+  2  usage error, bad configuration, or nothing at all could be read
+"""
+
+
+def _error(message: str) -> None:
+    print(f"bnaudit: error: {message}", file=sys.stderr)
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--select", action="append", metavar="CODES",
+                        help="only report these codes (comma-separated; prefixes like BN00 allowed)")
+    parser.add_argument("--ignore", action="append", metavar="CODES", help="never report these codes")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnaudit",
+        description="Find batch-normalization misuse in TensorFlow and Keras code and trained artifacts.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bnaudit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="statically analyze Python training code (never imports it)",
+        description="Statically analyze Python files; directories are searched recursively for *.py.",
+        epilog=EXIT_CODES_HELP + "\nsuppress a finding on its line with  # bnaudit: ignore[BN001]  or  # noqa: BN001\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: .)")
+    _add_selection(check)
+    check.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                       help="skip files and directories matching GLOB (repeatable)")
+    check.add_argument("--config", type=Path, metavar="PYPROJECT",
+                       help="read [tool.bnaudit] from this file instead of the nearest pyproject.toml")
+    check.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
+                       help="worker processes (default: all cores when there are many files)")
+
+    graph = commands.add_parser(
+        "graph", help="audit a trained artifact (checkpoint, MetaGraph, SavedModel, Keras file, GraphDef)",
+        description="Read a trained artifact's protos and tensors and report batch-norm faults. "
+                    "Never executes model code. Needs the tf extra: pip install 'bnaudit[tf]'.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    graph.add_argument("paths", nargs="+", metavar="MODEL_PATH")
+    _add_selection(graph)
+
+    rules = commands.add_parser("rules", help="list the fault catalogue")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+
+    explain = commands.add_parser("explain", help="print a rule's document")
+    explain.add_argument("rule", metavar="CODE", help="a code such as BN001, or a name such as unrun-update-ops")
+    return parser
+
+
+def _selection(args: argparse.Namespace, config_select=None, config_ignore=()) -> tuple[set[str] | None, set[str]]:
+    select = faults.expand_selection(args.select if args.select else config_select)
+    ignore = faults.expand_selection(list(config_ignore) + (args.ignore or [])) or set()
+    return select, ignore
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from bnaudit.source import analyze
+
+    paths = [Path(p) for p in args.paths] or [Path(".")]
+    try:
+        config = load_config(paths[0] if paths[0].exists() else Path("."), args.config)
+        select, ignore = _selection(args, config.select, config.ignore)
+    except (ConfigError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    result = analyze(
+        paths,
+        exclude=list(config.exclude) + list(args.exclude),
+        exclude_root=config.root,
+        select=select,
+        ignore=ignore,
+        jobs=args.jobs,
+    )
+    for message in result.errors:
+        _error(message)
+    if result.files_checked == 0 and result.errors:
+        return EXIT_ERROR
+    if args.format == "json":
+        print(report.check_json(result.findings))
+    else:
+        print(report.check_text(result.findings, result.files_checked, result.source_lines))
+    return EXIT_FINDINGS if result.findings else EXIT_CLEAN
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    try:
+        select, ignore = _selection(args)
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    try:
+        from bnaudit.graph.command import run as run_graph
+    except ImportError as exc:
+        _error(f"bnaudit graph needs TensorFlow ({exc}); install it with: pip install 'bnaudit[tf]'")
+        return EXIT_ERROR
+    return run_graph(args.paths, fmt=args.format, select=select, ignore=ignore)
+
+
+def _run_rules(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        print(json.dumps([
+            {"code": f.code, "name": f.name, "severity": f.severity, "detected_by": list(f.detected_by),
+             "summary": f.summary, "fix": f.fix}
+            for f in faults.FAULTS.values()
+        ], indent=2))
+    else:
+        print(report.rules_table())
+    return EXIT_CLEAN
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    try:
+        text = faults.document(args.rule)
+    except KeyError:
+        _error(f"unknown rule {args.rule!r}; `bnaudit rules` lists them")
+        return EXIT_ERROR
+    print(text.rstrip())
+    return EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
+    handlers = {"check": _run_check, "graph": _run_graph, "rules": _run_rules, "explain": _run_explain}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_ERROR
+    except BrokenPipeError:  # `bnaudit check | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FINDINGS
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

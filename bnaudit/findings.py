@@ -1,0 +1,71 @@
+"""The one finding type that every detector produces and every format renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bnaudit import faults
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """A fault found in a source file (``line`` set) or in an artifact (``layer`` set).
+
+    Lines and columns are 1-based, as editors and CI annotations expect.
+    """
+
+    path: str
+    line: int | None
+    column: int | None
+    code: str
+    message: str
+    end_line: int | None = None
+    end_column: int | None = None
+    fix: str | None = None
+    layer: str | None = None
+    details: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def fault(self) -> faults.Fault:
+        return faults.FAULTS[self.code]
+
+    @property
+    def name(self) -> str:
+        return self.fault.name
+
+    @property
+    def severity(self) -> str:
+        return self.fault.severity
+
+    @property
+    def fix_hint(self) -> str:
+        return self.fix if self.fix is not None else self.fault.fix
+
+    def to_check_json(self) -> dict[str, Any]:
+        """The stable JSON shape of ``bnaudit check --format json``."""
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity,
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "end_line": self.end_line,
+            "end_column": self.end_column,
+            "message": self.message,
+            "fix": self.fix_hint,
+        }
+
+    def to_graph_json(self) -> dict[str, Any]:
+        """The stable JSON shape of ``bnaudit graph --format json``."""
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity,
+            "path": self.path,
+            "layer": self.layer,
+            "message": self.message,
+            "fix": self.fix_hint,
+            "details": self.details or {},
+        }

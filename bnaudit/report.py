@@ -1,0 +1,53 @@
+"""Every output format: text for people, JSON for CI, tables for the catalogue."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+from tabulate import tabulate
+
+from bnaudit import faults
+from bnaudit.findings import Finding
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def check_text(findings: Sequence[Finding], files_checked: int, source_lines: dict[str, list[str]]) -> str:
+    """``path:line:col: CODE [severity] message``, the source line with a caret, the fix, a summary."""
+    out: list[str] = []
+    for finding in findings:
+        out.append(f"{finding.path}:{finding.line}:{finding.column}: {finding.code} [{finding.severity}] {finding.message}")
+        lines = source_lines.get(finding.path)
+        if lines and finding.line and 0 < finding.line <= len(lines):
+            text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
+            col = max(1, finding.column or 1)
+            width = 1
+            if finding.end_line == finding.line and finding.end_column and finding.end_column > col:
+                width = finding.end_column - col
+            out.append(f"    {text}")
+            out.append("    " + " " * (col - 1) + "^" * max(1, min(width, len(text) - col + 1)))
+        out.append(f"    fix: {finding.fix_hint}")
+    paths = {finding.path for finding in findings}
+    out.append(f"{_plural(len(findings), 'finding')} in {_plural(len(paths), 'file')} "
+               f"({_plural(files_checked, 'file')} checked)")
+    return "\n".join(out)
+
+
+def check_json(findings: Iterable[Finding]) -> str:
+    return json.dumps([finding.to_check_json() for finding in findings], indent=2)
+
+
+def graph_json(findings: Iterable[Finding]) -> str:
+    return json.dumps([finding.to_graph_json() for finding in findings], indent=2)
+
+
+def rules_table() -> str:
+    rows = [
+        (fault.code, fault.name, fault.severity, ", ".join(fault.detected_by), fault.summary)
+        for fault in faults.FAULTS.values()
+    ]
+    return tabulate(rows, headers=("code", "name", "severity", "detected by", "what it catches"),
+                    tablefmt="simple", maxcolwidths=[None, None, None, None, 70])

@@ -1,0 +1,1 @@
+"""The rule documents, one per fault; shipped in the package as ``bnaudit.rules``."""
