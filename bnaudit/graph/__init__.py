@@ -1,0 +1,1 @@
+"""The graph inspector: audits what training produced, without executing model code."""

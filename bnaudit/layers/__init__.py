@@ -1,0 +1,1 @@
+"""The corrected batch norm that the analyzer's fixes point to."""
