@@ -224,6 +224,29 @@ UPDATING_TRAIN_OP_BUILDERS = frozenset({
 # Methods that build a train op from an optimizer.
 TRAIN_OP_METHODS = frozenset({"minimize", "apply_gradients"})
 
+# Layers that apply `normalizer_fn=batch_norm` (given directly or through an arg_scope).
+SLIM_NORMALIZED_LAYERS = frozenset(
+    f"{module}.{layer}"
+    for module in ("tensorflow.contrib.layers", "tensorflow.contrib.slim", "tf_slim", "tf_slim.layers")
+    for layer in ("conv2d", "convolution2d", "convolution", "conv1d", "conv3d", "fully_connected",
+                  "separable_conv2d", "separable_convolution2d", "conv2d_transpose", "convolution2d_transpose",
+                  "conv2d_in_plane")
+)
+
+# Hand-written moving averages: (callable, index of the decay argument, its keyword).
+MOVING_AVERAGE_DECAY = {
+    "tensorflow.train.ExponentialMovingAverage": (0, "decay"),
+    "tensorflow.python.training.moving_averages.assign_moving_average": (2, "decay"),
+    "tensorflow.python.training.moving_averages.ExponentialMovingAverage": (0, "decay"),
+    "tensorflow.contrib.framework.assign_moving_average": (2, "decay"),
+}
+ASSIGN = frozenset({"tensorflow.assign", "tensorflow.python.ops.state_ops.assign"})
+# Functions whose first argument is reduced to a mean, and those that square.
+MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "numpy.mean", "keras.ops.mean"})
+SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square", "keras.ops.square"})
+CLAMPS = frozenset({"tensorflow.maximum", "tensorflow.math.maximum", "tensorflow.nn.relu", "tensorflow.abs",
+                    "tensorflow.clip_by_value", "numpy.maximum", "keras.ops.maximum", "keras.ops.relu"})
+
 ARG_SCOPE = frozenset({"tensorflow.contrib.slim.arg_scope", "tf_slim.arg_scope", "tensorflow.contrib.framework.arg_scope"})
 PARTIAL = frozenset({"functools.partial"})
 

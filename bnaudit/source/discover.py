@@ -1,0 +1,86 @@
+"""Which files to check: *.py under the given paths, minus excludes and vendored trees."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Never descended into unless named on the command line.
+SKIPPED_DIRS = frozenset({
+    ".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+    "site-packages", "dist-packages", "node_modules", ".eggs", "build", "dist",
+})
+
+
+@dataclass
+class Discovery:
+    files: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _is_virtualenv(directory: Path) -> bool:
+    return (directory / "pyvenv.cfg").is_file() or (directory / "bin" / "activate").is_file() and \
+        (directory / "lib").is_dir()
+
+
+def _excluded(path: Path, patterns: list[str], root: Path | None) -> bool:
+    if not patterns:
+        return False
+    candidates = {path.name, path.as_posix()}
+    for base in filter(None, (root, Path.cwd())):
+        try:
+            candidates.add(path.resolve().relative_to(base.resolve()).as_posix())
+        except ValueError:
+            pass
+    return any(fnmatch.fnmatch(candidate, pattern) or fnmatch.fnmatch(candidate, pattern.rstrip("/") + "/*")
+               for candidate in candidates for pattern in patterns)
+
+
+def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None) -> Discovery:
+    found = Discovery()
+    seen: set[Path] = set()
+
+    def add(file: Path) -> None:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.files.append(file)
+
+    for path in paths:
+        if not path.exists():
+            found.errors.append(f"{path}: no such file or directory")
+            continue
+        if path.is_file():
+            # A file named explicitly is checked whatever its name or the excludes say.
+            add(path)
+            continue
+        if not os.access(path, os.R_OK | os.X_OK):
+            found.errors.append(f"{path}: permission denied")
+            continue
+        for dirpath, dirnames, filenames in os.walk(path, onerror=lambda e: found.errors.append(
+                f"{e.filename}: {e.strerror.lower() if e.strerror else e}")):
+            directory = Path(dirpath)
+            dirnames[:] = sorted(
+                name for name in dirnames
+                if name not in SKIPPED_DIRS and not name.startswith(".")
+                and not _is_virtualenv(directory / name)
+                and not _excluded(directory / name, exclude, exclude_root)
+            )
+            for name in sorted(filenames):
+                if name.endswith(".py") and not _excluded(directory / name, exclude, exclude_root):
+                    add(directory / name)
+    return found
+
+
+def module_name(path: Path) -> tuple[str, bool]:
+    """The dotted module name a file is imported as, and whether it is a package's ``__init__``."""
+    path = path.resolve()
+    is_package = path.name == "__init__.py"
+    parts = [] if is_package else [path.stem]
+    directory = path.parent
+    while (directory / "__init__.py").is_file() and directory.parent != directory:
+        parts.append(directory.name)
+        directory = directory.parent
+    return ".".join(reversed(parts)) or path.stem, is_package

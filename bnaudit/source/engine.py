@@ -1,0 +1,168 @@
+"""Read, prefilter, parse and extract (in parallel), link, judge, locate, suppress.
+
+Each file is read once and parsed at most once for facts; files with
+findings are parsed a second time, for positions only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from bnaudit.findings import Finding
+from bnaudit.source import prefilter
+from bnaudit.source.discover import discover, module_name
+from bnaudit.source.facts import ModuleFacts, extract, locate
+from bnaudit.source.program import Program
+from bnaudit.source.rules import RawFinding, run_all
+
+PARALLEL_THRESHOLD = 24      # below this many files to parse, one process is faster
+_SUPPRESS_RE = re.compile(r"#\s*(?:bnaudit:\s*ignore|noqa)(?::?\s*\[?(?P<codes>[A-Z0-9, ]+)\]?)?", re.IGNORECASE)
+
+
+@dataclass
+class CheckResult:
+    findings: list[Finding] = field(default_factory=list)
+    files_checked: int = 0
+    errors: list[str] = field(default_factory=list)
+    source_lines: dict[str, list[str]] = field(default_factory=dict)
+    parsed: int = 0
+
+
+@dataclass
+class ParseFailure:
+    path: str
+    line: int
+    column: int
+    message: str
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def parse(path: str, data: bytes) -> cst.Module | ParseFailure:
+    if b"\0" in data[:8192]:
+        return ParseFailure(path, 1, 1, "binary file (contains NUL bytes), not Python source")
+    try:
+        return cst.parse_module(data)
+    except cst.ParserSyntaxError as exc:
+        message = exc.message.strip().splitlines()[0] if exc.message else "invalid syntax"
+        hint = ""
+        line_text = data.decode("utf-8", "replace").splitlines()[exc.raw_line - 1:exc.raw_line]
+        if line_text and re.match(r"\s*(print\s+[^\s(=]|exec\s+\S|except\s+\w+\s*,)", line_text[0]):
+            hint = " (Python 2 syntax; bnaudit reads Python 3)"
+        return ParseFailure(path, exc.raw_line, exc.raw_column + 1, f"{message}{hint}")
+    except (UnicodeDecodeError, LookupError, SyntaxError) as exc:
+        return ParseFailure(path, 1, 1, f"cannot decode the file: {exc}")
+    except RecursionError:
+        return ParseFailure(path, 1, 1, "the file is nested too deeply to parse")
+
+
+def _extract_job(job: tuple[str, bytes, str, bool]) -> ModuleFacts | ParseFailure:
+    path, data, name, is_package = job
+    module = parse(path, data)
+    if isinstance(module, ParseFailure):
+        return module
+    try:
+        return extract(module, path, name, is_package)
+    except RecursionError:
+        return ParseFailure(path, 1, 1, "the file is nested too deeply to analyze")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: Path | None = None,
+            select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0) -> CheckResult:
+    result = CheckResult()
+    found = discover(paths, exclude or [], exclude_root)
+    result.errors.extend(found.errors)
+    named = {p.resolve() for p in paths if p.is_file()}
+    explicit: set[str] = set()
+
+    data: dict[str, bytes] = {}
+    modules: dict[str, tuple[str, bool]] = {}
+    for file in found.files:
+        shown = _display(file)
+        try:
+            data[shown] = file.read_bytes()
+        except OSError as exc:
+            result.errors.append(f"{shown}: cannot read: {exc.strerror or exc}")
+            continue
+        modules[shown] = module_name(file)
+        if file.resolve() in named:
+            explicit.add(shown)
+    result.files_checked = len(data)
+
+    texts = {path: _decode(raw) for path, raw in data.items()}
+    wanted = prefilter.select(texts, modules)
+    # Files named on the command line are always parsed, so their syntax errors are reported.
+    wanted |= explicit
+    jobs_list = [(path, data[path], *modules[path]) for path in data if path in wanted]
+    result.parsed = len(jobs_list)
+
+    workers = jobs or os.cpu_count() or 1
+    if workers > 1 and len(jobs_list) >= PARALLEL_THRESHOLD:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(_extract_job, jobs_list, chunksize=max(1, len(jobs_list) // (workers * 8))))
+    else:
+        outcomes = [_extract_job(job) for job in jobs_list]
+
+    facts = [o for o in outcomes if isinstance(o, ModuleFacts)]
+    failures = [o for o in outcomes if isinstance(o, ParseFailure)]
+    raw = run_all(Program(facts), select) if facts else []
+
+    findings = [Finding(f.path, f.line, f.column, "BN000", f.message) for f in failures]
+    findings.extend(_place(raw, data))
+    findings = [f for f in findings if (select is None or f.code in select) and f.code not in (ignore or set())]
+    findings = [f for f in findings if not _suppressed(f, texts.get(f.path, ""))]
+    findings.sort(key=lambda f: (f.path, f.line or 0, f.column or 0, f.code))
+    result.findings = findings
+    result.source_lines = {f.path: texts[f.path].splitlines() for f in findings if f.path in texts}
+    return result
+
+
+def _place(raw: list[RawFinding], data: dict[str, bytes]) -> list[Finding]:
+    """Positions for the reported nodes (and the nodes their messages refer to)."""
+    wanted: dict[str, set[int]] = {}
+    for finding in raw:
+        wanted.setdefault(finding.path, set()).add(finding.loc)
+        for path, loc in finding.related:
+            wanted.setdefault(path, set()).add(loc)
+    positions: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+    for path, locs in wanted.items():
+        module = cst.parse_module(data[path])
+        for loc, span in locate(module, locs).items():
+            positions[(path, loc)] = span
+    out = []
+    for finding in raw:
+        line, col, end_line, end_col = positions.get((finding.path, finding.loc), (1, 1, None, None))
+        refs = [f"{path}:{positions.get((path, loc), (0,))[0]}" for path, loc in finding.related]
+        message = finding.message.format(*refs) if refs else finding.message
+        out.append(Finding(finding.path, line, col, finding.code, message, end_line, end_col, finding.fix))
+    return out
+
+
+def _suppressed(finding: Finding, text: str) -> bool:
+    lines = text.splitlines()
+    candidates = {finding.line}
+    if finding.end_line:
+        candidates.add(finding.end_line)
+    for number in candidates:
+        if not number or number > len(lines):
+            continue
+        for match in _SUPPRESS_RE.finditer(lines[number - 1]):
+            codes = match.group("codes")
+            if not codes or finding.code in {c.strip().upper() for c in codes.split(",")}:
+                return True
+    return False

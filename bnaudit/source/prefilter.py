@@ -1,0 +1,80 @@
+"""Decide from the raw text which files are worth a libcst parse (the expensive part).
+
+A file can contribute to a finding only if it mentions batch norm itself, or
+if it builds a train op, saver, training loop or flag *and* imports (within
+two hops) a checked module that mentions batch norm.  Everything else is
+read, matched against two regular expressions, and dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bnaudit import catalogue
+
+_BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "moving_var", "moving_avg",
+                                          "ExponentialMovingAverage"}, key=len, reverse=True)
+BN_RE = re.compile("|".join(re.escape(name) for name in _BN_NAMES))
+
+# What a file without batch norm must mention to matter to a rule.
+RELATED_RE = re.compile(
+    r"UPDATE_OPS|update_ops|\.minimize\(|apply_gradients|create_train_op|Saver\(|Checkpoint\(|reuse"
+    r"|GradientTape|set_learning_phase|placeholder|learning_phase|is_training|training\s*=\s*True"
+    r"|input_signature|\.cond\("
+)
+
+_IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+([\w., \t()]+)|import[ \t]+([\w., \t]+))",
+                        re.MULTILINE)
+
+
+def mentions_batch_norm(text: str) -> bool:
+    return BN_RE.search(text) is not None
+
+
+def mentions_related(text: str) -> bool:
+    return RELATED_RE.search(text) is not None
+
+
+def imported_modules(text: str, module: str, is_package: bool) -> set[str]:
+    """Module names a file imports, from a regular expression (good enough to link files)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for match in _IMPORT_RE.finditer(text):
+        source, names, plain = match.groups()
+        if plain:
+            for item in plain.split(","):
+                found.add(item.split(" as ")[0].strip())
+            continue
+        if source is None:
+            continue
+        dots = len(source) - len(source.lstrip("."))
+        base = source.lstrip(".")
+        if dots:
+            anchor = package
+            for _ in range(dots - 1):
+                anchor = anchor.rpartition(".")[0]
+            base = f"{anchor}.{base}" if base and anchor else (base or anchor)
+        found.add(base)
+        for item in names.replace("(", " ").replace(")", " ").split(","):
+            item = item.split(" as ")[0].strip()
+            if item:
+                found.add(f"{base}.{item}")
+    return {name for name in found if name}
+
+
+def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[str]:
+    """The paths to parse, out of ``texts`` (path -> source) with their module names."""
+    bn_paths = {path for path, text in texts.items() if mentions_batch_norm(text)}
+    if not bn_paths:
+        return set()
+    bn_modules = {modules[path][0] for path in bn_paths}
+    # Modules that reach a batch-norm module within two import hops.
+    reaching: set[str] = set(bn_modules)
+    imports = {path: imported_modules(texts[path], *modules[path]) for path in texts
+               if path not in bn_paths and mentions_related(texts[path])}
+    for _ in range(2):
+        new = {modules[path][0] for path, names in imports.items() if names & reaching}
+        if new <= reaching:
+            break
+        reaching |= new
+    return bn_paths | {path for path in imports if modules[path][0] in reaching}

@@ -1,0 +1,72 @@
+"""Source rules: small classes that judge the whole program's facts.
+
+A rule declares its code, its own valid and invalid examples (run by the test
+suite, as in Fixit), and a ``check`` that reports through ``Report``.  The
+framework does the parsing, the linking, the positions and the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bnaudit import faults
+from bnaudit.source.facts import ModuleFacts
+from bnaudit.source.program import Program
+
+
+@dataclass(frozen=True)
+class RawFinding:
+    """A finding before positions: the node is named by its pre-order index in its file.
+
+    ``related`` are other nodes whose ``path:line`` fill the ``{0}``, ``{1}``... of the message.
+    """
+    code: str
+    path: str
+    loc: int
+    message: str
+    related: tuple[tuple[str, int], ...] = ()
+    fix: str | None = None
+
+
+class Report:
+    def __init__(self) -> None:
+        self.findings: list[RawFinding] = []
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def add(self, code: str, module: ModuleFacts, loc: int, message: str,
+            related: tuple[tuple[str, int], ...] = (), fix: str | None = None) -> None:
+        key = (code, module.path, loc)
+        if key in self._seen:  # one finding per node, however many instantiations reach it
+            return
+        self._seen.add(key)
+        self.findings.append(RawFinding(code, module.path, loc, message, related, fix))
+
+
+class Rule:
+    """Subclass with ``code``, ``valid`` and ``invalid`` examples, and ``check``."""
+
+    code: ClassVar[str]
+    valid: ClassVar[tuple[str, ...]] = ()
+    invalid: ClassVar[tuple[str, ...]] = ()
+    registry: ClassVar[list[type["Rule"]]] = []
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "code", None):
+            assert cls.code in faults.FAULTS, cls.code
+            Rule.registry.append(cls)
+
+    def check(self, program: Program, report: Report) -> None:
+        raise NotImplementedError
+
+
+def run_all(program: Program, codes: set[str] | None = None) -> list[RawFinding]:
+    from bnaudit.source.rules import (  # noqa: F401 - importing registers the rules
+        updates, scopes, savers, variance,
+    )
+    report = Report()
+    for rule in Rule.registry:
+        if codes is None or rule.code in codes:
+            rule().check(program, report)
+    return report.findings

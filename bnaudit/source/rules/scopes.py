@@ -1,0 +1,250 @@
+"""BN002 and BN003: batch-norm variables created twice, never created, or reused by a tensor."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bnaudit import catalogue
+from bnaudit.source import semantics as S
+from bnaudit.source import values as V
+from bnaudit.source.facts import CallFact, ModuleFacts
+from bnaudit.source.program import BatchNormUse, Frame, Located, Program
+from bnaudit.source.rules import Report, Rule
+
+_EVAL_WORDS = re.compile(r"eval|test|val|infer|predict|serv|export", re.IGNORECASE)
+_SCOPED_FAMILIES = ("contrib/slim", "tf.layers")
+
+
+def _variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) -> Located | None:
+    value = call.kwarg("reuse")
+    if value is None and len(call.args) > 8:
+        value = call.args[8]
+    return Located(value, frame) if value is not None else None
+
+
+def chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:
+    """The call sites from the program's top level down to the batch-norm call."""
+    frames = list(use.site.frame.chain())
+    out = [(frame.parent.module, frame.site) for frame in reversed(frames) if frame.site is not None
+           and frame.parent is not None]
+    out.append((use.module, use.call))
+    return out
+
+
+@dataclass
+class _Layer:
+    use: BatchNormUse
+    scope: str | None
+    reuse: bool | None
+    order: tuple[int, ...]
+    chain: list[tuple[ModuleFacts, CallFact]]
+
+
+def _reuse(program: Program, use: BatchNormUse) -> bool | None:
+    states = [S.reuse_state(program, use.args.get(use.api.reuse)) if use.api.reuse else False]
+    for call, frame, _ in S.variable_scopes(program, use.site):
+        states.append(S.reuse_state(program, _variable_scope_reuse(program, call, frame)))
+    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down.
+    for module, site in chain(use):
+        for other in module.calls:
+            if other.scope == site.scope and other.loc < site.loc and isinstance(other.value.func, V.Attr) \
+                    and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
+                states.append(True)
+    if any(state is True for state in states):
+        return True
+    if any(state is None for state in states):
+        return None
+    return False
+
+
+def _scope(program: Program, use: BatchNormUse) -> str | None:
+    own = use.args.get(use.api.scope) if use.api.scope else None
+    if own is not None:
+        final = program.deref(own.value, own.frame)
+        if isinstance(final.value, V.Call) and \
+                program.qualname(final.value.func, final.frame) in catalogue.VARIABLE_SCOPE:
+            # A VariableScope object re-enters that scope instead of nesting a new one.
+            names = [S.scope_name(program, c.args[0] if c.args else c.kwarg("name_or_scope"), f)
+                     for c, f, _ in S.variable_scopes(program, use.site)]
+            return "/".join(n.strip("/") for n in names) if names and None not in names else None
+    return S.full_scope(program, use)
+
+
+def _flag(program: Program, use: BatchNormUse):
+    return S.const_value(program, program.arg(use, use.api.training), default="?")
+
+
+class DuplicatedScope(Rule):
+    code = "BN002"
+    invalid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+a = tf.contrib.layers.batch_norm(x, scope='conv1')
+b = tf.contrib.layers.batch_norm(x, is_training=False, scope='conv1')  # expect: BN002
+""",
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+with tf.variable_scope('bnormalization') as scope:
+    y = tf.contrib.layers.batch_norm(x, reuse=True, scope=scope)  # expect: BN002
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+a = tf.contrib.layers.batch_norm(x, scope='conv1')
+b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1')
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        layers = []
+        for use in program.batch_norms:
+            if use.api.family not in _SCOPED_FAMILIES or use.api.kind != catalogue.FUNCTION:
+                continue
+            sites = chain(use)
+            layers.append(_Layer(use, _scope(program, use), _reuse(program, use),
+                                 tuple(call.loc for _, call in sites), sites))
+            own = use.args.get(use.api.scope) if use.api.scope else None
+            if own is not None and S.is_name_scope(program, own.value, own.frame):
+                report.add(self.code, use.module, use.call.loc,
+                           "the scope comes from `tf.name_scope(...) as scope`; variables ignore name scopes, "
+                           "so this layer's variables are not where the name says and are not shared",
+                           fix="Use `tf.variable_scope(...)` (or pass a plain string) as the layer's scope.")
+        by_root: dict[int, list[_Layer]] = {}
+        for layer in layers:
+            by_root.setdefault(id(layer.chain[0][0]), []).append(layer)
+        for group in by_root.values():
+            group.sort(key=lambda layer: layer.order)
+            self._duplicates(program, report, group)
+            self._missing(program, report, group, layers)
+
+    def _duplicates(self, program: Program, report: Report, group: list[_Layer]) -> None:
+        for i, later in enumerate(group):
+            if later.reuse is not False:
+                continue
+            for earlier in group[:i]:
+                same_call = earlier.use.call is later.use.call
+                if earlier.scope is not None and earlier.scope == later.scope:
+                    kind = "scope"
+                elif same_call and earlier.scope is None and later.scope is None and \
+                        self._looks_like_eval(program, earlier, later):
+                    kind = "rebuilt"
+                else:
+                    continue
+                module, call = self._divergence(earlier, later)
+                if kind == "scope":
+                    message = (f"batch-norm scope `{later.scope}` is created a second time without reuse: TF "
+                               f"raises 'Variable {later.scope}/beta already exists', or, under a fresh name, "
+                               f"this layer trains its own statistics instead of sharing them")
+                else:
+                    message = ("the model is built a second time without `reuse=True`: this copy of batch norm "
+                               f"{S.layer_label(program, later.use)} gets fresh variables, so evaluation uses "
+                               "untrained moving statistics (mean 0, variance 1)")
+                report.add(self.code, module, call.loc, message)
+                break
+
+    @staticmethod
+    def _divergence(earlier: _Layer, later: _Layer) -> tuple[ModuleFacts, CallFact]:
+        for (_, a), (module, b) in zip(earlier.chain, later.chain):
+            if a is not b:
+                return module, b
+        return later.chain[-1]
+
+    @staticmethod
+    def _looks_like_eval(program: Program, earlier: _Layer, later: _Layer) -> bool:
+        flags = (_flag(program, earlier.use), _flag(program, later.use))
+        if flags[1] is False and flags[0] is not False:
+            return True
+        for module, call in later.chain:
+            if call.target and _EVAL_WORDS.search(call.target) or _EVAL_WORDS.search(call.scope or ""):
+                return True
+        return False
+
+    def _missing(self, program: Program, report: Report, group: list[_Layer], everything: list[_Layer]) -> None:
+        for layer in group:
+            if layer.reuse is not True or layer.scope is None:
+                continue
+            explicit = layer.use.args.get(layer.use.api.reuse) if layer.use.api.reuse else None
+            if S.is_auto_reuse(program, explicit):
+                continue
+            if any(S.is_auto_reuse(program, _variable_scope_reuse(program, c, f))
+                   for c, f, _ in S.variable_scopes(program, layer.use.site)):
+                continue
+            if any(other.scope == layer.scope and other.reuse is not True for other in everything):
+                continue
+            report.add(self.code, layer.use.module, layer.use.call.loc,
+                       f"`reuse=True` but nothing creates batch-norm scope `{layer.scope}` first: TF raises "
+                       f"'Variable {layer.scope}/beta does not exist'",
+                       fix="Create the layer once with reuse=None (or use tf.AUTO_REUSE), then reuse it.")
+
+
+class TensorValuedReuse(Rule):
+    code = "BN003"
+    invalid = (
+        """
+import tensorflow as tf
+reuse = tf.placeholder(tf.bool)
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.contrib.layers.batch_norm(x, reuse=reuse, scope='bn')  # expect: BN003
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.contrib.layers.batch_norm(x, reuse=tf.AUTO_REUSE, scope='bn')
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        fed = _fed_names(program)
+        for use in program.batch_norms:
+            if use.api.reuse:
+                given = use.args.get(use.api.reuse)
+                if given is not None and self._is_runtime(program, given, fed):
+                    report.add(self.code, use.module, use.call.loc, self._message("this batch norm"))
+            for call, frame, loc in S.variable_scopes(program, use.site):
+                given = _variable_scope_reuse(program, call, frame)
+                if given is not None and self._is_runtime(program, given, fed):
+                    module = frame.module if frame is not None else use.module
+                    report.add(self.code, module, loc, self._message("the variable scope around a batch norm"))
+
+    @staticmethod
+    def _message(what: str) -> str:
+        return (f"`reuse` of {what} is a tensor (placeholder/variable/fed value); it must be a Python "
+                f"True/False/None or tf.AUTO_REUSE fixed when the graph is built, so TF raises 'The reuse "
+                f"parameter must be True or False or None' or silently ignores the fed value")
+
+    @staticmethod
+    def _is_runtime(program: Program, given: Located, fed: set[tuple[str, str]]) -> bool:
+        if S.is_tensor(program, given.value, given.frame):
+            return True
+        located: Located | None = given
+        for _ in range(8):
+            if located is None:
+                break
+            if isinstance(located.value, V.Ref) and located.frame is not None and \
+                    (located.frame.module.path, located.value.name) in fed:
+                return True
+            located = program.step(located)
+        return False
+
+
+def _fed_names(program: Program) -> set[tuple[str, str]]:
+    """Names used as keys of a ``feed_dict``: values that are fed, hence tensors."""
+    fed = set()
+    for module in program.modules:
+        for call in module.calls:
+            if not (isinstance(call.value.func, V.Attr) and call.value.func.attr == "run"):
+                continue
+            feed = call.value.kwarg("feed_dict") or (call.value.args[1] if len(call.value.args) > 1 else None)
+            final = program.deref(feed, program.lexical(module, call.scope)).value if feed is not None else None
+            if isinstance(final, V.Dict):
+                for key, _ in final.items:
+                    if isinstance(key, V.Ref):
+                        fed.add((module.path, key.name))
+    return fed

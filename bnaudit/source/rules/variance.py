@@ -1,0 +1,169 @@
+"""BN005: variances that can go negative (one-pass E[x^2]-E[x]^2), decays outside [0, 1], epsilon <= 0."""
+
+from __future__ import annotations
+
+from bnaudit import catalogue
+from bnaudit.source import semantics as S
+from bnaudit.source import values as V
+from bnaudit.source.facts import ModuleFacts
+from bnaudit.source.program import Frame, Program
+from bnaudit.source.rules import Report, Rule
+
+
+def _square_of(program: Program, value: V.Value, frame: Frame | None) -> V.Value | None:
+    located = program.deref(value, frame)
+    current = located.value
+    if isinstance(current, V.Call) and program.qualname(current.func, located.frame) in catalogue.SQUARE \
+            and current.args:
+        return current.args[0]
+    if isinstance(current, V.BinOp) and current.op == "**" and V.const(current.right) == 2:
+        return current.left
+    if isinstance(current, V.BinOp) and current.op == "*" and current.left == current.right:
+        return current.left
+    return None
+
+
+def _is_mean(program: Program, value: V.Value, frame: Frame | None) -> V.Value | None:
+    located = program.deref(value, frame)
+    current = located.value
+    if isinstance(current, V.Call) and program.qualname(current.func, located.frame) in catalogue.MEAN \
+            and current.args:
+        return current.args[0]
+    return None
+
+
+def is_one_pass_variance(program: Program, value: V.Value, frame: Frame | None) -> bool:
+    """``mean(x**2) - mean(x)**2`` in any spelling."""
+    if not (isinstance(value, V.BinOp) and value.op == "-"):
+        return False
+    inside = _is_mean(program, value.left, frame)
+    return inside is not None and _square_of(program, inside, frame) is not None \
+        and _square_of(program, value.right, frame) is not None
+
+
+def _feeds(program: Program, value: V.Value, frame: Frame | None, target: V.Value, depth: int = 0) -> bool:
+    """Whether ``target`` flows into ``value`` without passing through a clamp to >= 0."""
+    if depth > 8:
+        return False
+    located = program.deref(value, frame)
+    current = located.value
+    if current is target:
+        return True
+    if isinstance(current, V.Call) and program.qualname(current.func, located.frame) in catalogue.CLAMPS:
+        return False
+    if isinstance(current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Subscript, V.Unary)):
+        return any(_feeds(program, child, located.frame, target, depth + 1) for child in current.children()
+                   if child is not getattr(current, "func", None))
+    return False
+
+
+def _variance_consumers(program: Program, module: ModuleFacts):
+    """(call, frame, argument values) for calls that normalize with, or average, a variance."""
+    for call in module.calls:
+        frame = program.lexical(module, call.scope)
+        name = program.qualname(call.value.func, frame)
+        api = catalogue.lookup(name)
+        args: list[V.Value] = []
+        if api is not None and api.kind == catalogue.OP:
+            index = api.param_index("variance")
+            if index is not None and len(call.value.args) > index:
+                args.append(call.value.args[index])
+            if call.value.kwarg("variance") is not None:
+                args.append(call.value.kwarg("variance"))
+        elif name in catalogue.ASSIGN or name in catalogue.MOVING_AVERAGE_DECAY or (
+                isinstance(call.value.func, V.Attr) and call.value.func.attr in ("assign", "apply")):
+            args.extend(call.value.args)
+            args.extend(v for _, v in call.value.kwargs)
+        if args:
+            yield call, frame, args
+
+
+class NegativeVariance(Rule):
+    code = "BN005"
+    invalid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+mean = tf.reduce_mean(x, 0)
+var = tf.reduce_mean(tf.square(x), 0) - tf.square(mean)  # expect: BN005
+y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
+""",
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.contrib.layers.batch_norm(x, decay=1.5, updates_collections=None)  # expect: BN005
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+mean = tf.reduce_mean(x, 0)
+var = tf.maximum(tf.reduce_mean(tf.square(x), 0) - tf.square(mean), 0.)
+y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        for module in program.modules:
+            self._one_pass(program, report, module)
+            self._hand_written_decay(program, report, module)
+        for use in program.batch_norms:
+            if use.how == "apply":
+                continue
+            decay = S.const_value(program, program.arg(use, use.api.decay))
+            if _number(decay) and not 0.0 <= decay <= 1.0:
+                report.add(self.code, use.module, use.call.loc,
+                           f"{use.api.decay}={decay} is outside [0, 1]: the moving average diverges and the moving "
+                           f"variance can turn negative, so inference divides by the square root of a negative "
+                           f"number (NaN)", fix=f"Use a {use.api.decay} in [0, 1), such as 0.9 or 0.99.")
+            epsilon = S.const_value(program, program.arg(use, use.api.epsilon))
+            if _number(epsilon) and epsilon <= 0:
+                report.add(self.code, use.module, use.call.loc,
+                           f"{use.api.epsilon}={epsilon} is not positive: a channel with zero variance divides by "
+                           f"zero (Inf/NaN outputs)", fix="Use a small positive epsilon such as 1e-3.")
+
+    def _one_pass(self, program: Program, report: Report, module: ModuleFacts) -> None:
+        candidates = [(loc, value) for loc, value in module.subtractions
+                      if isinstance(value, V.BinOp) and value.op == "-"]
+        if not candidates:
+            return
+        consumers = list(_variance_consumers(program, module))
+        for loc, value in candidates:
+            frame = program.lexical(module, _scope_at(module, loc))
+            if not is_one_pass_variance(program, value, frame):
+                continue
+            if any(_feeds(program, arg, cframe, value) for _, cframe, args in consumers for arg in args):
+                report.add(self.code, module, loc,
+                           "one-pass variance E[x^2] - E[x]^2 cancels catastrophically in float32 when the mean is "
+                           "large and goes negative; it feeds a batch norm or moving variance unclamped, so "
+                           "rsqrt(variance + epsilon) becomes NaN",
+                           fix="Use tf.nn.moments (two-pass) or clamp: tf.maximum(variance, 0.).")
+
+    def _hand_written_decay(self, program: Program, report: Report, module: ModuleFacts) -> None:
+        for call in module.calls:
+            frame = program.lexical(module, call.scope)
+            name = program.qualname(call.value.func, frame)
+            spec = catalogue.MOVING_AVERAGE_DECAY.get(name or "")
+            if spec is None:
+                continue
+            index, keyword = spec
+            given = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
+            decay = program.deref(given, frame).value if given is not None else None
+            if isinstance(decay, V.Const) and _number(decay.value) and not 0.0 <= decay.value <= 1.0:
+                report.add(self.code, module, call.loc,
+                           f"moving-average decay {decay.value} is outside [0, 1]: the average diverges and a "
+                           f"moving variance can turn negative", fix="Use a decay in [0, 1), such as 0.99.")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scope_at(module: ModuleFacts, loc: int) -> str:
+    """The innermost function containing node ``loc``."""
+    best, start = "", -1
+    for fn in module.functions.values():
+        if fn.loc < loc <= fn.end and fn.loc > start and not fn.is_lambda:
+            best, start = fn.qualname, fn.loc
+    return best

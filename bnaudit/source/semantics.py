@@ -1,0 +1,164 @@
+"""Questions rules ask about values: is it a tensor, the UPDATE_OPS collection, a scope?
+
+Each answer is True, False, or (for three-valued helpers) None when bnaudit
+cannot tell; rules report only on definite answers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from bnaudit import catalogue
+from bnaudit.source import values as V
+from bnaudit.source.program import BatchNormUse, Frame, Located, Program, Site
+
+_TENSOR_METHODS = frozenset({"placeholder", "placeholder_with_default", "Variable", "get_variable"})
+
+
+def contains(program: Program, value: V.Value, frame: Frame | None,
+             predicate: Callable[[V.Value, Frame | None], bool], depth: int = 0) -> bool:
+    """Whether ``value`` or anything it is built from (lists, sums, call arguments) satisfies ``predicate``."""
+    if depth > 8:
+        return False
+    located = program.deref(value, frame)
+    current, current_frame = located.value, located.frame
+    if predicate(current, current_frame):
+        return True
+    if isinstance(current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Dict, V.Subscript, V.Comprehension)):
+        return any(contains(program, child, current_frame, predicate, depth + 1) for child in current.children())
+    return False
+
+
+def is_update_ops(program: Program, value: V.Value, frame: Frame | None,
+                  collections: frozenset[str] = frozenset()) -> bool:
+    """``tf.get_collection(tf.GraphKeys.UPDATE_OPS)`` (or a custom updates collection), ``model.updates``."""
+    if isinstance(value, V.Attr) and value.attr == "updates":
+        return True
+    if not isinstance(value, V.Call):
+        return False
+    if program.qualname(value.func, frame) not in catalogue.GET_COLLECTION:
+        return False
+    key_value = value.args[0] if value.args else value.kwarg("key")
+    if key_value is None:
+        return False
+    key = program.deref(key_value, frame).value
+    if isinstance(key, V.Dotted):
+        return key.name in catalogue.UPDATE_OPS_KEYS
+    if isinstance(key, V.Const) and isinstance(key.value, str):
+        return key.value == catalogue.UPDATE_OPS_LITERAL or key.value in collections
+    return False
+
+
+def has_update_ops(program: Program, value: V.Value, frame: Frame | None,
+                   collections: frozenset[str] = frozenset()) -> bool:
+    return contains(program, value, frame, lambda v, f: is_update_ops(program, v, f, collections))
+
+
+def is_tensor(program: Program, value: V.Value, frame: Frame | None) -> bool:
+    """A value that is a tensor while the graph is built: a placeholder, a variable, an op's result."""
+    located = program.deref(value, frame)
+    current = located.value
+    if isinstance(current, V.Call):
+        name = program.qualname(current.func, located.frame)
+        if name is None:
+            return False
+        if name in catalogue.TENSOR_FACTORIES:
+            return True
+        return name.startswith(("tensorflow.math.", "tensorflow.nn.")) \
+            or name.rsplit(".", 1)[-1] in _TENSOR_METHODS and name.startswith("tensorflow.")
+    return False
+
+
+def const_value(program: Program, located: Located | None, default=None):
+    """The Python literal a value resolves to, or ``default``."""
+    if located is None:
+        return default
+    final = program.deref(located.value, located.frame).value
+    return final.value if isinstance(final, V.Const) else default
+
+
+def is_auto_reuse(program: Program, located: Located | None) -> bool:
+    if located is None:
+        return False
+    final = program.deref(located.value, located.frame).value
+    return isinstance(final, V.Dotted) and final.name in catalogue.AUTO_REUSE
+
+
+def reuse_state(program: Program, located: Located | None) -> bool | None:
+    """True (reuse), False (create), or None (not a Python constant)."""
+    if located is None:
+        return False
+    if is_auto_reuse(program, located):
+        return True
+    final = program.deref(located.value, located.frame).value
+    if isinstance(final, V.Const) and final.value in (True, False, None):
+        return bool(final.value)
+    return None
+
+
+def variable_scopes(program: Program, site: Site) -> list[tuple[V.Call, Frame | None, int]]:
+    """The ``tf.variable_scope(...)`` items around a site, outermost first, with their with-item locs."""
+    out = []
+    for ctx, frame in site.contexts():
+        located = program.deref(ctx.value, frame)
+        if isinstance(located.value, V.Call) and \
+                program.qualname(located.value.func, located.frame) in catalogue.VARIABLE_SCOPE:
+            out.append((located.value, located.frame, ctx.loc))
+    return out
+
+
+def scope_name(program: Program, value: V.Value | None, frame: Frame | None, depth: int = 0) -> str | None:
+    """The name a scope argument gives variables, or None when unknown.
+
+    A ``VariableScope`` object (``with tf.variable_scope('x') as vs``) names by its own name.
+    """
+    if value is None or depth > 4:
+        return None
+    located = program.deref(value, frame)
+    final = located.value
+    if isinstance(final, V.Const) and isinstance(final.value, str):
+        return final.value
+    if isinstance(final, V.Call) and program.qualname(final.func, located.frame) in catalogue.VARIABLE_SCOPE:
+        inner = final.args[0] if final.args else final.kwarg("name_or_scope")
+        return scope_name(program, inner, located.frame, depth + 1)
+    return None
+
+
+def is_name_scope(program: Program, value: V.Value | None, frame: Frame | None) -> bool:
+    if value is None:
+        return False
+    located = program.deref(value, frame)
+    return isinstance(located.value, V.Call) and \
+        program.qualname(located.value.func, located.frame) in catalogue.NAME_SCOPE
+
+
+def full_scope(program: Program, use: BatchNormUse) -> str | None:
+    """``outer/inner/bn``: where the layer's variables live, or None when any part is unknown/automatic."""
+    parts: list[str] = []
+    for call, frame, _ in variable_scopes(program, use.site):
+        name = scope_name(program, call.args[0] if call.args else call.kwarg("name_or_scope"), frame)
+        if name is None:
+            return None
+        parts.append(name.strip("/"))
+    own = use.args.get(use.api.scope) if use.api.scope else None
+    if own is None:
+        return None
+    name = scope_name(program, own.value, own.frame)
+    if name is None:
+        return None
+    parts.append(name.strip("/"))
+    return "/".join(p for p in parts if p)
+
+
+def layer_label(program: Program, use: BatchNormUse) -> str:
+    """How a message names a layer: its scope if known, else the API and the function it is built in."""
+    scope = full_scope(program, use)
+    if scope:
+        return f"`{scope}`"
+    own = use.args.get(use.api.scope) if use.api.scope else None
+    name = scope_name(program, own.value, own.frame) if own is not None else None
+    if name:
+        return f"`{name}`"
+    where = use.call.scope.split(".<lambda")[0]
+    short = use.api.qualnames[0].rsplit(".", 1)[-1]
+    return f"`{short}` in `{where}()`" if where else f"`{short}`"
