@@ -56,11 +56,13 @@ def parse(path: str, data: bytes) -> cst.Module | ParseFailure:
         return cst.parse_module(data)
     except cst.ParserSyntaxError as exc:
         message = exc.message.strip().splitlines()[0] if exc.message else "invalid syntax"
+        if "expected one of" in message or message.startswith("parser error"):
+            message = "invalid syntax"
         hint = ""
-        line_text = data.decode("utf-8", "replace").splitlines()[exc.raw_line - 1:exc.raw_line]
+        line_text = data.decode("utf-8", "replace").splitlines()[exc.editor_line - 1:exc.editor_line]
         if line_text and re.match(r"\s*(print\s+[^\s(=]|exec\s+\S|except\s+\w+\s*,)", line_text[0]):
             hint = " (Python 2 syntax; bnaudit reads Python 3)"
-        return ParseFailure(path, exc.raw_line, exc.raw_column + 1, f"{message}{hint}")
+        return ParseFailure(path, exc.editor_line, exc.editor_column, f"{message}{hint}")
     except (UnicodeDecodeError, LookupError, SyntaxError) as exc:
         return ParseFailure(path, 1, 1, f"cannot decode the file: {exc}")
     except RecursionError:

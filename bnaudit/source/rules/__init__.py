@@ -61,10 +61,16 @@ class Rule:
         raise NotImplementedError
 
 
-def run_all(program: Program, codes: set[str] | None = None) -> list[RawFinding]:
-    from bnaudit.source.rules import (  # noqa: F401 - importing registers the rules
-        updates, scopes, savers, variance,
+def load_rules() -> list[type[Rule]]:
+    """Import every rule module (importing a module registers its rules)."""
+    from bnaudit.source.rules import (  # noqa: F401
+        savers, scopes, updates, variance,
     )
+    return Rule.registry
+
+
+def run_all(program: Program, codes: set[str] | None = None) -> list[RawFinding]:
+    load_rules()
     report = Report()
     for rule in Rule.registry:
         if codes is None or rule.code in codes:

@@ -132,7 +132,8 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                            "before creating the train op.")
             return
         first = affected[0]
-        more = f" and {len(affected) - 1} more" if len(affected) > 1 else ""
+        layers = {(use.module.path, use.call.loc) for use in affected}
+        more = f" and {len(layers) - 1} more" if len(layers) > 1 else ""
         report.add(self.code, module, call.loc,
                    f"this train op does not run the moving-average updates of batch norm "
                    f"{S.layer_label(program, first)} ({{0}}){more}: they wait in tf.GraphKeys.UPDATE_OPS, so "
