@@ -303,3 +303,31 @@ def lookup(qualname: str | None) -> BatchNormAPI | None:
     if not qualname:
         return None
     return _BY_QUALNAME.get(qualname)
+
+# Keras containers that hold the layers they are given.
+KERAS_MODELS = frozenset(
+    f"{root}.{name}"
+    for root in ("keras", "keras.models", "tensorflow.keras", "tensorflow.keras.models", "tf_keras", "tf_keras.models")
+    for name in ("Sequential", "Model")
+)
+# keras.applications architectures that contain batch norm (matched on the last name component).
+KERAS_APPLICATION_PREFIXES = ("ResNet", "MobileNet", "EfficientNet", "DenseNet", "Inception", "Xception", "NASNet")
+KERAS_APPLICATION_MODULES = ("keras.applications.", "tensorflow.keras.applications.", "tf_keras.applications.")
+
+SAVED_MODEL_SAVE = frozenset({"tensorflow.saved_model.save", "tensorflow.keras.models.save_model",
+                              "keras.models.save_model", "keras.saving.save_model",
+                              "tensorflow.saved_model.simple_save"})
+# Methods whose call exports or serves a model.
+EXPORT_METHODS = frozenset({"save", "export", "export_saved_model", "export_savedmodel", "save_weights"})
+# Keyword arguments that state a training length.
+STEP_KEYWORDS = frozenset({"max_steps", "number_of_steps", "num_steps", "steps", "train_steps", "total_steps",
+                           "num_train_steps", "training_steps"})
+STEP_NAMES = frozenset({"max_steps", "num_steps", "number_of_steps", "train_steps", "total_steps",
+                        "num_train_steps", "training_steps", "n_steps", "steps", "num_iterations",
+                        "max_iter", "iterations", "num_iters"})
+# Calls that mean the graph is built TF1-style (placeholders and sessions).
+GRAPH_MODE_MARKERS = frozenset({
+    "tensorflow.placeholder", "tensorflow.placeholder_with_default", "tensorflow.Session",
+    "tensorflow.InteractiveSession", "tensorflow.disable_v2_behavior", "tensorflow.disable_eager_execution",
+    "tensorflow.train.MonitoredTrainingSession",
+})

@@ -25,6 +25,8 @@ class Finding:
     fix: str | None = None
     layer: str | None = None
     details: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Some findings are milder than their fault's default (BN008 when the two layers share variables).
+    level: str | None = None
 
     @property
     def fault(self) -> faults.Fault:
@@ -36,7 +38,7 @@ class Finding:
 
     @property
     def severity(self) -> str:
-        return self.fault.severity
+        return self.level or self.fault.severity
 
     @property
     def fix_hint(self) -> str:

@@ -151,7 +151,8 @@ def _place(raw: list[RawFinding], data: dict[str, bytes]) -> list[Finding]:
         line, col, end_line, end_col = positions.get((finding.path, finding.loc), (1, 1, None, None))
         refs = [f"{path}:{positions.get((path, loc), (0,))[0]}" for path, loc in finding.related]
         message = finding.message.format(*refs) if refs else finding.message
-        out.append(Finding(finding.path, line, col, finding.code, message, end_line, end_col, finding.fix))
+        out.append(Finding(finding.path, line, col, finding.code, message, end_line, end_col, finding.fix,
+                           level=finding.severity))
     return out
 
 

@@ -162,3 +162,73 @@ def layer_label(program: Program, use: BatchNormUse) -> str:
     where = use.call.scope.split(".<lambda")[0]
     short = use.api.qualnames[0].rsplit(".", 1)[-1]
     return f"`{short}` in `{where}()`" if where else f"`{short}`"
+
+
+def is_bn_class_call(program: Program, value: V.Value, frame: Frame | None) -> bool:
+    """``BatchNormalization(...)``: constructing a batch-norm layer object."""
+    if not isinstance(value, V.Call):
+        return False
+    api = program.api_of(value.func, frame)
+    return api is not None and api.kind == catalogue.LAYER
+
+
+def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, depth: int = 0) -> bool:
+    """Whether a Keras layer/model object contains batch norm (a BN layer, a model built from one,
+    a subclassed model whose methods build one, a keras.applications network)."""
+    if depth > 4:
+        return False
+    located = program.deref(value, frame)
+    current = located.value
+    if not isinstance(current, V.Call):
+        return False
+    if is_bn_class_call(program, current, located.frame):
+        return True
+    name = program.qualname(current.func, located.frame)
+    if name in catalogue.KERAS_MODELS:
+        return contains(program, current, located.frame,
+                        lambda v, f: is_bn_class_call(program, v, f))
+    if name and name.startswith(catalogue.KERAS_APPLICATION_MODULES) and \
+            name.rsplit(".", 1)[-1].startswith(catalogue.KERAS_APPLICATION_PREFIXES):
+        return True
+    cls = program.deref(current.func, located.frame).value
+    if isinstance(cls, V.FunctionRef):
+        return class_builds_batch_norm(program, cls)
+    return False
+
+
+def class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
+    """A class defined in the program whose methods construct batch-norm layers."""
+    module = program.module_of(cls.module)
+    if module is None or cls.function not in module.classes:
+        return False
+    prefix = f"{cls.function}."
+    for use in program.batch_norms:
+        if use.module is module and (use.call.scope.startswith(prefix) or f".{prefix}" in use.call.scope):
+            return True
+    for (scope, _name), assigns in module.assigns.items():
+        if scope == f"{cls.function}::self":
+            for assign in assigns:
+                if holds_batch_norm(program, assign.value, program.lexical(module, ""), 1):
+                    return True
+    return False
+
+
+def graph_mode(program: Program, module) -> bool:
+    """Whether a module builds TF1-style graphs (placeholders, sessions), where tensors have no truth value."""
+    cache = program.__dict__.setdefault("_graph_mode", {})
+    if id(module) not in cache:
+        cache[id(module)] = any(
+            isinstance(call.value.func, V.Dotted) and call.value.func.name in catalogue.GRAPH_MODE_MARKERS
+            for call in module.calls)
+    return cache[id(module)]
+
+
+def is_graph_tensor(program: Program, value: V.Value, frame: Frame | None) -> bool:
+    """A placeholder, variable or op result in graph-mode code (eager tensors do have a truth value)."""
+    located = program.deref(value, frame)
+    if not isinstance(located.value, V.Call) or located.frame is None:
+        return False
+    name = program.qualname(located.value.func, located.frame)
+    if name is not None and "learning_phase" in name:
+        return True
+    return is_tensor(program, value, frame) and graph_mode(program, located.frame.module)

@@ -27,6 +27,7 @@ class RawFinding:
     message: str
     related: tuple[tuple[str, int], ...] = ()
     fix: str | None = None
+    severity: str | None = None
 
 
 class Report:
@@ -35,12 +36,12 @@ class Report:
         self._seen: set[tuple[str, str, int]] = set()
 
     def add(self, code: str, module: ModuleFacts, loc: int, message: str,
-            related: tuple[tuple[str, int], ...] = (), fix: str | None = None) -> None:
+            related: tuple[tuple[str, int], ...] = (), fix: str | None = None, severity: str | None = None) -> None:
         key = (code, module.path, loc)
         if key in self._seen:  # one finding per node, however many instantiations reach it
             return
         self._seen.add(key)
-        self.findings.append(RawFinding(code, module.path, loc, message, related, fix))
+        self.findings.append(RawFinding(code, module.path, loc, message, related, fix, severity))
 
 
 class Rule:
@@ -64,7 +65,7 @@ class Rule:
 def load_rules() -> list[type[Rule]]:
     """Import every rule module (importing a module registers its rules)."""
     from bnaudit.source.rules import (  # noqa: F401
-        savers, scopes, updates, variance,
+        cond, decay, savers, scopes, training, updates, variance,
     )
     return Rule.registry
 

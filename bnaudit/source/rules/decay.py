@@ -1,0 +1,150 @@
+"""BN009: a moving-average decay too close to 1 for the number of training steps the program states."""
+
+from __future__ import annotations
+
+import math
+
+from bnaudit import catalogue
+from bnaudit.source import semantics as S
+from bnaudit.source import values as V
+from bnaudit.source.facts import CallFact, ModuleFacts
+from bnaudit.source.program import Program
+from bnaudit.source.rules import Report, Rule
+
+RESIDUAL_LIMIT = 0.1
+_STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _range_count(program: Program, value: V.Value, frame) -> int | None:
+    located = program.deref(value, frame)
+    call = located.value
+    if not (isinstance(call, V.Call) and program.qualname(call.func, located.frame) in
+            ("builtins.range", "builtins.xrange", "six.moves.range")):
+        return None
+    bounds = [S.const_value(program, program.deref(arg, located.frame)) for arg in call.args]
+    if not bounds or any(not isinstance(b, int) or isinstance(b, bool) for b in bounds):
+        return None
+    start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (bounds + [1])[:3]
+    return _int(len(range(start, stop, step)) if step else None)
+
+
+def _is_step(program: Program, module: ModuleFacts, call: CallFact, stepping: frozenset) -> bool:
+    func = call.value.func
+    if isinstance(func, V.Attr) and func.attr in _STEP_METHODS:
+        return True
+    if isinstance(func, V.Attr) and func.attr == "run" and call.value.args:
+        fetches = call.value.args[0]
+        frame = program.lexical(module, call.scope)
+        return S.contains(program, fetches, frame, lambda v, f: isinstance(v, V.Call) and isinstance(
+            v.func, V.Attr) and v.func.attr in _STEP_METHODS | {"group"} and _has_train_op(v))
+    target = program.callee(call.value, program.lexical(module, call.scope))
+    return target is not None and (id(target[0]), target[1].qualname) in stepping
+
+
+def _has_train_op(call: V.Call) -> bool:
+    return any(isinstance(v, V.Call) and isinstance(v.func, V.Attr) and v.func.attr in _STEP_METHODS
+               for v in V.walk(call))
+
+
+def _stepping_functions(program: Program) -> frozenset[tuple[int, str]]:
+    """Functions that run a training step (apply gradients, minimize, run a train op)."""
+    found: set[tuple[int, str]] = set()
+    for module in program.modules:
+        for call in module.calls:
+            if call.scope and _is_step(program, module, call, frozenset()):
+                found.add((id(module), call.scope.split(".<lambda")[0]))
+    return frozenset(found)
+
+
+def training_steps(program: Program) -> int | None:
+    """The longest training length the program states as literals, or None."""
+    cache = program.__dict__.setdefault("_training_steps", {})
+    if "n" in cache:
+        return cache["n"]
+    lengths: list[int] = []
+    stepping = _stepping_functions(program)
+    for module in program.modules:
+        loops = module.loops
+        for call in module.calls:
+            frame = program.lexical(module, call.scope)
+            for key, value in call.value.kwargs:
+                if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
+                    lengths.append(S.const_value(program, program.deref(value, frame)))
+            if isinstance(call.value.func, V.Attr) and call.value.func.attr == "fit":
+                epochs = S.const_value(program, program.deref(call.value.kwarg("epochs") or V.UNKNOWN, frame))
+                per = S.const_value(program, program.deref(call.value.kwarg("steps_per_epoch") or V.UNKNOWN, frame))
+                if _int(epochs) and _int(per):
+                    lengths.append(epochs * per)
+            if loops and _is_step(program, module, call, stepping):
+                enclosing = [loop for loop in loops if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
+                counts = [_range_count(program, loop.iter, frame) for loop in enclosing]
+                if enclosing and None not in counts:
+                    lengths.append(math.prod(counts))
+        for (scope, name), assigns in module.assigns.items():
+            if name.lower() in catalogue.STEP_NAMES:
+                for assign in assigns:
+                    value = _int(V.const(assign.value))
+                    if value:
+                        lengths.append(value)
+    cache["n"] = max(lengths) if lengths else None
+    return cache["n"]
+
+
+class SlowMovingAverage(Rule):
+    code = "BN009"
+    invalid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)  # expect: BN009
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+with tf.Session() as sess:
+    for step in range(1000):
+        sess.run(train_op)
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.contrib.layers.batch_norm(x, decay=0.9, is_training=True, updates_collections=None)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+with tf.Session() as sess:
+    for step in range(1000):
+        sess.run(train_op)
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        uses = [use for use in program.batch_norms
+                if use.api.stateful and use.api.decay and use.how != "apply" and use.api.family != "bnaudit"]
+        if not uses:
+            return
+        steps = training_steps(program)
+        if steps is None:
+            return
+        for use in uses:
+            given = program.arg(use, use.api.decay)
+            if given is None:
+                if use.unknown_args:
+                    continue
+                decay = use.api.decay_default
+            else:
+                decay = given.value.value if isinstance(given.value, V.Const) else None
+            if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 < decay < 1.0:
+                continue
+            residual = decay ** steps
+            if residual <= RESIDUAL_LIMIT:
+                continue
+            needed = math.ceil(math.log(0.01) / math.log(decay))
+            source = "" if given is not None else f" (the default of {use.api.qualnames[0].rsplit('.', 1)[-1]})"
+            report.add(self.code, use.module, use.call.loc,
+                       f"{use.api.decay}={decay}{source} over the {steps} training steps this program runs leaves "
+                       f"{residual:.2f} of the initializer (mean 0, variance 1) in the moving statistics; they "
+                       f"need about {needed} steps to get within 1%, so inference is off until then",
+                       fix=f"Lower {use.api.decay} (0.9 needs {math.ceil(math.log(0.01) / math.log(0.9))} steps), "
+                           f"or use bnaudit.layers, whose moving averages are bias-corrected.")

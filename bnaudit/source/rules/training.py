@@ -1,0 +1,279 @@
+"""BN006, BN007, BN011: the training flag unset, tested in Python, or on at inference."""
+
+from __future__ import annotations
+
+import re
+
+from bnaudit import catalogue
+from bnaudit.source import semantics as S
+from bnaudit.source import values as V
+from bnaudit.source.facts import CallFact, ModuleFacts
+from bnaudit.source.program import BatchNormUse, Located, Program
+from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules.scopes import chain
+
+_WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
+_EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "valid", "validate", "validation", "val", "predict",
+                         "prediction", "predictions", "infer", "inference", "serve", "serving", "export"})
+_EVAL_TARGET_WORDS = _EVAL_WORDS | {"test"}
+
+
+def _words(name: str | None) -> set[str]:
+    return {w.lower() for w in _WORD_SPLIT.split(name or "") if w}
+
+
+def trains(program: Program) -> bool:
+    """The program builds or runs a training step."""
+    cache = program.__dict__.setdefault("_trains", [])
+    if not cache:
+        cache.append(any(
+            isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS | {"fit"}
+            or isinstance(call.value.func, V.Dotted) and call.value.func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS
+            for module in program.modules for call in module.calls))
+    return cache[0]
+
+
+def training_arg(program: Program, use: BatchNormUse) -> Located | None:
+    """The training flag as given (resolved), or None when it was not given."""
+    key = f"call:{use.api.training}" if use.how == "apply" else use.api.training
+    located = use.args.get(key) if key else None
+    return program.deref(located.value, located.frame) if located is not None else None
+
+
+def _object_call_training(call: V.Call) -> V.Value | None:
+    given = call.kwarg("training")
+    if given is None and len(call.args) > 1:
+        given = call.args[1]  # Keras 2 (and Keras 3's call signature) take training positionally
+    return given
+
+
+class TrainingFlagUnset(Rule):
+    code = "BN006"
+    invalid = (
+        """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.layers.batch_normalization(x)  # expect: BN006
+update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+with tf.control_dependencies(update_ops):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+""",
+        """
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+optimizer = keras.optimizers.Adam()
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mean_squared_error(y, model(x))  # expect: BN006
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+""",
+    )
+    valid = (
+        """
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+optimizer = keras.optimizers.Adam()
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mean_squared_error(y, model(x, True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        if not trains(program):
+            return
+        for use in program.batch_norms:
+            if use.api.training_default is not False or use.unknown_args:
+                continue
+            if use.how == "construct":
+                continue
+            if training_arg(program, use) is None:
+                report.add(self.code, use.module, use.call.loc,
+                           f"`{use.api.training}` is not given, so it defaults to False: this batch norm always "
+                           f"uses its moving statistics and never updates them, even while the model trains "
+                           f"(the loss behaves as if there were no batch norm, and inference uses mean 0, "
+                           f"variance 1)", fix="Pass `training=is_training` (a Python bool or a boolean tensor).")
+        for module in program.modules:
+            for call in module.calls:
+                if not isinstance(call.value.func, (V.Ref, V.Attr)):
+                    continue
+                given = _object_call_training(call.value)
+                if given is not None and not (isinstance(given, V.Const) and given.value is None):
+                    continue
+                self._tape_call(program, report, module, call)
+
+    def _tape_call(self, program: Program, report: Report, module: ModuleFacts, call: CallFact) -> None:
+        for site in program.sites(module, call):
+            in_tape = any(
+                isinstance(v := program.deref(ctx.value, frame).value, V.Call)
+                and program.qualname(v.func, frame) in catalogue.GRADIENT_TAPE
+                for ctx, frame in site.contexts())
+            if in_tape and S.holds_batch_norm(program, call.value.func, site.frame):
+                report.add(self.code, module, call.loc,
+                           "a model with batch norm is called inside tf.GradientTape without `training=True`: "
+                           "Keras then runs batch norm in inference mode, so the moving statistics never move "
+                           "and the model is trained on the wrong normalization",
+                           fix="Call the model as `model(x, training=True)` in the training step.")
+                return
+
+
+class PythonBoolOnTensor(Rule):
+    code = "BN007"
+    invalid = (
+        """
+import tensorflow as tf
+is_training = tf.placeholder(tf.bool, [])
+def bn(x, is_training):
+    if is_training:  # expect: BN007
+        return tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)
+    return tf.contrib.layers.batch_norm(x, is_training=False, updates_collections=None, reuse=True)
+y = bn(tf.placeholder(tf.float32, [None, 4]), is_training)
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+import argparse
+args = argparse.ArgumentParser().parse_args()
+is_training = args.train
+x = tf.placeholder(tf.float32, [None, 4])
+if is_training:
+    y = tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        if not program.batch_norms:
+            return
+        for module in program.modules:
+            if not module.tests or not S.graph_mode(program, module):
+                continue
+            for test in module.tests:
+                for frame in program.frames(module, test.scope):
+                    if S.is_graph_tensor(program, test.value, frame):
+                        report.add(self.code, module, test.loc, self._message(test.kind, test.value))
+                        break
+
+    @staticmethod
+    def _message(kind: str, value: V.Value) -> str:
+        name = value.name if isinstance(value, V.Ref) else "this value"
+        how = {"if": "`if`", "while": "`while`", "not": "`not`", "and": "`and`", "or": "`or`",
+               "ifexp": "a conditional expression", "bool": "`bool()`", "assert": "`assert`"}.get(kind, kind)
+        return (f"{how} asks for the Python truth value of `{name}`, which is a tensor while the graph is built "
+                f"(its value only exists when the graph runs): TF raises 'Using a tf.Tensor as a Python bool is "
+                f"not allowed', or one branch is baked into the graph")
+
+
+class BatchStatsAtInference(Rule):
+    code = "BN011"
+    invalid = (
+        """
+import tensorflow as tf
+def model(x, is_training=True):
+    with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
+        return tf.contrib.layers.batch_norm(x, is_training=is_training, updates_collections=None, scope='bn')
+x = tf.placeholder(tf.float32, [None, 4])
+train_logits = model(x)
+eval_logits = model(x)  # expect: BN011
+""",
+    )
+    valid = (
+        """
+import tensorflow as tf
+def model(x, is_training=True):
+    with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
+        return tf.contrib.layers.batch_norm(x, is_training=is_training, updates_collections=None, scope='bn')
+x = tf.placeholder(tf.float32, [None, 4])
+train_logits = model(x)
+eval_logits = model(x, is_training=False)
+""",
+    )
+
+    def check(self, program: Program, report: Report) -> None:
+        for use in program.batch_norms:
+            if use.how == "construct" or use.api.kind == catalogue.OP or use.unknown_args:
+                continue
+            flag = training_arg(program, use)
+            on = flag.value.value is True if flag is not None and isinstance(flag.value, V.Const) \
+                else flag is None and use.api.training_default is True
+            if not on:
+                continue
+            where = self._inference_call(program, use)
+            if where is not None:
+                module, call = where
+                report.add(self.code, module, call.loc, self._message())
+        for use_module, call in self._keras_calls(program):
+            report.add(self.code, use_module, call.loc, self._message())
+        self._learning_phase(program, report)
+
+    @staticmethod
+    def _message() -> str:
+        return ("this inference path runs batch norm with batch statistics (training mode): outputs depend on "
+                "what else is in the batch, a batch of one gives garbage, and evaluation updates the moving "
+                "averages; if this is deliberate (some GAN recipes do it), silence it with "
+                "`# bnaudit: ignore[BN011]`")
+
+    @staticmethod
+    def _is_serving(fn) -> bool:
+        for decorator in fn.decorators:
+            if isinstance(decorator, V.Call) and isinstance(decorator.func, V.Dotted) \
+                    and decorator.func.name in catalogue.TF_FUNCTION and decorator.kwarg("input_signature"):
+                return True
+        return False
+
+    def _inference_call(self, program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
+        calls = chain(use)
+        for index, (module, call) in enumerate(calls):
+            if _words(call.target) & _EVAL_TARGET_WORDS:
+                return module, call
+            innermost = index == len(calls) - 1 and len(calls) > 1
+            scope = call.scope.split(".<lambda")[0]
+            fn = module.functions.get(scope)
+            if scope and not innermost and (_words(scope.rsplit(".", 1)[-1]) & _EVAL_WORDS
+                                            or fn is not None and self._is_serving(fn)):
+                return module, call
+        return None
+
+    def _keras_calls(self, program: Program):
+        """``model(x, training=True)`` inside a function that evaluates, predicts, serves or exports."""
+        for module in program.modules:
+            for call in module.calls:
+                if not isinstance(call.value.func, (V.Ref, V.Attr)):
+                    continue
+                given = _object_call_training(call.value)
+                if not (isinstance(given, V.Const) and given.value is True):
+                    continue
+                scope = call.scope.split(".<lambda")[0]
+                fn = module.functions.get(scope)
+                eval_ish = _words(call.target) & _EVAL_TARGET_WORDS or scope and (
+                    _words(scope.rsplit(".", 1)[-1]) & _EVAL_WORDS or fn is not None and self._is_serving(fn))
+                if eval_ish and S.holds_batch_norm(program, call.value.func, program.lexical(module, call.scope)):
+                    yield module, call
+
+    def _learning_phase(self, program: Program, report: Report) -> None:
+        for module in program.modules:
+            frame = program.lexical(module, "")
+            for call in module.calls:
+                if program.qualname(call.value.func, program.lexical(module, call.scope)) \
+                        not in catalogue.SET_LEARNING_PHASE or not call.value.args:
+                    continue
+                if program.deref(call.value.args[0], frame).value not in (V.Const(1), V.Const(True)):
+                    continue
+                if any(other.loc > call.loc and self._exports(program, module, other) for other in module.calls):
+                    report.add(self.code, module, call.loc,
+                               "the learning phase is set to 1 (training) before the model is exported: the "
+                               "exported graph normalizes with batch statistics; if this is deliberate, silence "
+                               "it with `# bnaudit: ignore[BN011]`",
+                               fix="Call `set_learning_phase(0)` (or drop it) before building the model you export.")
+
+    @staticmethod
+    def _exports(program: Program, module: ModuleFacts, call: CallFact) -> bool:
+        if isinstance(call.value.func, V.Attr) and (call.value.func.attr in catalogue.EXPORT_METHODS
+                                                    or call.value.func.attr == "add_meta_graph_and_variables"):
+            return True
+        return program.qualname(call.value.func, program.lexical(module, call.scope)) in catalogue.SAVED_MODEL_SAVE
