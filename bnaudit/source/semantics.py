@@ -29,29 +29,37 @@ def contains(program: Program, value: V.Value, frame: Frame | None,
     return False
 
 
-def is_update_ops(program: Program, value: V.Value, frame: Frame | None,
-                  collections: frozenset[str] = frozenset()) -> bool:
-    """``tf.get_collection(tf.GraphKeys.UPDATE_OPS)`` (or a custom updates collection), ``model.updates``."""
+ANY_COLLECTION = "*"
+
+
+def update_collection(program: Program, value: V.Value, frame: Frame | None) -> str | None:
+    """Which updates a value holds: ``update_ops`` for tf.GraphKeys.UPDATE_OPS, a custom collection's
+    name, ``*`` for Keras ``model.updates`` (all of them), or None when it is not update ops."""
     if isinstance(value, V.Attr) and value.attr == "updates":
-        return True
-    if not isinstance(value, V.Call):
-        return False
-    if program.qualname(value.func, frame) not in catalogue.GET_COLLECTION:
-        return False
+        return ANY_COLLECTION
+    if not isinstance(value, V.Call) or program.qualname(value.func, frame) not in catalogue.GET_COLLECTION:
+        return None
     key_value = value.args[0] if value.args else value.kwarg("key")
-    if key_value is None:
-        return False
-    key = program.deref(key_value, frame).value
-    if isinstance(key, V.Dotted):
-        return key.name in catalogue.UPDATE_OPS_KEYS
+    key = program.deref(key_value, frame).value if key_value is not None else None
+    if isinstance(key, V.Dotted) and key.name in catalogue.UPDATE_OPS_KEYS:
+        return catalogue.UPDATE_OPS_LITERAL
     if isinstance(key, V.Const) and isinstance(key.value, str):
-        return key.value == catalogue.UPDATE_OPS_LITERAL or key.value in collections
-    return False
+        return key.value
+    return None
 
 
-def has_update_ops(program: Program, value: V.Value, frame: Frame | None,
-                   collections: frozenset[str] = frozenset()) -> bool:
-    return contains(program, value, frame, lambda v, f: is_update_ops(program, v, f, collections))
+def update_collections_in(program: Program, value: V.Value, frame: Frame | None) -> list[tuple[str, V.Value]]:
+    """Every update-ops value inside ``value``, with its collection."""
+    found: list[tuple[str, V.Value]] = []
+
+    def predicate(v: V.Value, f: Frame | None) -> bool:
+        key = update_collection(program, v, f)
+        if key is not None:
+            found.append((key, v))
+        return False
+
+    contains(program, value, frame, predicate)
+    return found
 
 
 def is_tensor(program: Program, value: V.Value, frame: Frame | None) -> bool:
@@ -232,3 +240,37 @@ def is_graph_tensor(program: Program, value: V.Value, frame: Frame | None) -> bo
     if name is not None and "learning_phase" in name:
         return True
     return is_tensor(program, value, frame) and graph_mode(program, located.frame.module)
+
+
+def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget: int = 4000
+                  ) -> tuple[set[int], bool]:
+    """The ids of every call value that ``value`` is computed from, and whether the trace is complete.
+
+    Incomplete means an unbound parameter or unknown name was reached, behind which anything may hide.
+    """
+    seen: set[int] = set()
+    calls: set[int] = set()
+    complete = True
+    todo: list[tuple[V.Value, Frame | None]] = [(value, frame)]
+    while todo:
+        if len(seen) > budget:
+            return calls, False
+        current, current_frame = todo.pop()
+        located = program.deref(current, current_frame)
+        final = located.value
+        if id(final) in seen:
+            continue
+        seen.add(id(final))
+        if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)):
+            complete = False
+        if isinstance(final, V.Call):
+            calls.add(id(final))
+            target = program.callee(final, located.frame)
+            if target is not None:
+                # Follow into the function: what it returns is computed from its body.
+                module, fn, implicit_self = target
+                child = Frame(module, fn.qualname, program.bind(fn, final, located.frame, implicit_self),
+                              located.frame)
+                todo.extend((ret, child) for ret in fn.returns)
+        todo.extend((child, located.frame) for child in final.children())
+    return calls, complete

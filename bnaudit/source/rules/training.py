@@ -13,8 +13,10 @@ from bnaudit.source.rules import Report, Rule
 from bnaudit.source.rules.scopes import chain
 
 _WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
+# Names of functions and results on an evaluation path.  Not "inference": TF tutorials name the
+# model-building function inference() and call it for training too.
 _EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "valid", "validate", "validation", "val", "predict",
-                         "prediction", "predictions", "infer", "inference", "serve", "serving", "export"})
+                         "prediction", "predictions", "infer", "serve", "serving", "export"})
 _EVAL_TARGET_WORDS = _EVAL_WORDS | {"test"}
 
 

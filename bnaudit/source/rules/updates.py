@@ -10,6 +10,7 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Program, Site
 from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules.scopes import chain
 
 
 def collection_updates(program: Program, use: BatchNormUse) -> bool | None:
@@ -27,16 +28,27 @@ def collection_updates(program: Program, use: BatchNormUse) -> bool | None:
     return True
 
 
+UPDATE_OPS = catalogue.UPDATE_OPS_LITERAL
+
+
+def collection_of(program: Program, use: BatchNormUse) -> str | None:
+    """The collection a layer's updates go to: UPDATE_OPS, a custom name, or None when unknown."""
+    given = use.args.get(use.api.updates_arg) if use.api.updates_arg else None
+    if given is None:
+        return UPDATE_OPS
+    final = program.deref(given.value, given.frame).value
+    if isinstance(final, V.Seq) and len(final.items) == 1:
+        final = program.deref(final.items[0], given.frame).value
+    if isinstance(final, V.Dotted) and final.name in catalogue.UPDATE_OPS_KEYS:
+        return UPDATE_OPS
+    if isinstance(final, V.Const) and isinstance(final.value, str):
+        return final.value
+    return None
+
+
 def collection_names(program: Program, uses: list[BatchNormUse]) -> frozenset[str]:
     """Custom collections named by ``updates_collections='updates-model1'``."""
-    names = set()
-    for use in uses:
-        given = use.args.get(use.api.updates_arg) if use.api.updates_arg else None
-        if given is not None:
-            for value in V.walk(program.deref(given.value, given.frame).value):
-                if isinstance(value, V.Const) and isinstance(value.value, str):
-                    names.add(value.value)
-    return frozenset(names)
+    return frozenset(name for use in uses if (name := collection_of(program, use)) not in (None, UPDATE_OPS))
 
 
 def reachable_modules(program: Program, module: ModuleFacts) -> set[int]:
@@ -96,112 +108,110 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         uses = [use for use in program.batch_norms if collection_updates(program, use)]
         if not uses:
             return
-        collections = collection_names(program, uses)
         for module in program.modules:
             train_ops = [call for call in module.calls
                          if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS]
             if not train_ops:
                 continue
             reachable = reachable_modules(program, module)
-            affected = [use for use in uses if id(use.site.root.module) in reachable]
-            if not affected:
-                continue
-            for call in train_ops:
-                self._judge(program, report, module, call, affected, collections)
+            candidates = [use for use in uses if id(use.site.root.module) in reachable]
+            if candidates:
+                for call in train_ops:
+                    self._judge(program, report, module, call, candidates)
 
     def _judge(self, program: Program, report: Report, module: ModuleFacts, call: CallFact,
-               affected: list[BatchNormUse], collections: frozenset[str]) -> None:
-        sites = program.sites(module, call)
-        early = None
-        for site in sites:
-            handled, through = self._handled(program, module, site, collections)
-            if not handled:
-                break
-            if through is not None and early is None:
-                early = self._evaluated_too_early(program, through)
-        else:
-            if early is None:
+               candidates: list[BatchNormUse]) -> None:
+        for site in program.sites(module, call):
+            affected = _feeding(program, site, candidates)
+            covered = self._covered(program, site)
+            missed = [use for use in affected if S.ANY_COLLECTION not in covered
+                      and collection_of(program, use) not in covered and collection_of(program, use) is not None]
+            if missed:
+                first = missed[0]
+                layers = {(use.module.path, use.call.loc) for use in missed}
+                more = f" and {len(layers) - 1} more" if len(layers) > 1 else ""
+                where = collection_of(program, first)
+                place = "tf.GraphKeys.UPDATE_OPS" if where == UPDATE_OPS else f"the collection {where!r}"
+                report.add(self.code, module, call.loc,
+                           f"this train op does not run the moving-average updates of batch norm "
+                           f"{S.layer_label(program, first)} ({{0}}){more}: they wait in {place}, so "
+                           f"moving_mean/moving_variance stay at their initial values and the model is wrong at "
+                           f"inference (training accuracy fine, test accuracy near chance)",
+                           related=((first.module.path, first.call.loc),))
                 return
-            first = affected[0]
-            report.add(self.code, module, call.loc,
-                       f"the UPDATE_OPS collection this train op depends on is read at {{0}}, before any "
-                       f"batch-norm layer is built, so it is empty and the moving averages of "
-                       f"{S.layer_label(program, first)} are never updated",
-                       related=((early[0].path, early[1]),),
-                       fix="Call tf.get_collection(tf.GraphKeys.UPDATE_OPS) after the model is built, right "
-                           "before creating the train op.")
-            return
-        first = affected[0]
-        layers = {(use.module.path, use.call.loc) for use in affected}
-        more = f" and {len(layers) - 1} more" if len(layers) > 1 else ""
-        report.add(self.code, module, call.loc,
-                   f"this train op does not run the moving-average updates of batch norm "
-                   f"{S.layer_label(program, first)} ({{0}}){more}: they wait in tf.GraphKeys.UPDATE_OPS, so "
-                   f"moving_mean/moving_variance stay at their initial values and the model is wrong at "
-                   f"inference (training accuracy fine, test accuracy near chance)",
-                   related=((first.module.path, first.call.loc),))
+            early = self._read_too_early(program, site)
+            if early is not None and affected:
+                report.add(self.code, module, call.loc,
+                           f"the UPDATE_OPS collection this train op depends on is read at {{0}}, before any "
+                           f"batch-norm layer is built, so it is empty and the moving averages of "
+                           f"{S.layer_label(program, affected[0])} are never updated",
+                           related=((early[0].path, early[1]),),
+                           fix="Call tf.get_collection(tf.GraphKeys.UPDATE_OPS) after the model is built, right "
+                               "before creating the train op.")
+                return
 
-    def _handled(self, program: Program, module: ModuleFacts, site: Site, collections: frozenset[str]
-                 ) -> tuple[bool, tuple[V.Value, object] | None]:
-        """Whether this train op runs the updates, and the update-ops value that it depends on."""
+    def _covered(self, program: Program, site: Site) -> set[str]:
+        """The update collections this train op runs."""
+        covered: set[str] = set()
         for ctx, frame in site.contexts():
             located = program.deref(ctx.value, frame)
             value = located.value
-            if isinstance(value, V.Call) and \
-                    program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES and value.args:
-                found = _find_update_ops(program, value.args[0], located.frame, collections)
-                if found is not None:
-                    return True, found
+            if isinstance(value, V.Call) and value.args and \
+                    program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES:
+                covered |= {key for key, _ in S.update_collections_in(program, value.args[0], located.frame)}
         call = site.call.value
         loss = call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
-        if loss is not None and _depends_on_updates(program, loss, site.frame, collections):
-            return True, None
-        train_value = call
+        if loss is not None:
+            located = program.deref(loss, site.frame)
+            if isinstance(located.value, V.Call) and \
+                    program.qualname(located.value.func, located.frame) in catalogue.GROUPING:
+                covered |= {key for key, _ in S.update_collections_in(program, located.value, located.frame)}
         # Joined afterwards: tf.group(train_op, *update_ops), with_dependencies, sess.run([train_op, update_ops]).
         for other in site.module.calls:
             frame = site.frame if other.scope == site.call.scope else program.lexical(site.module, other.scope)
-            name = program.qualname(other.value.func, frame)
-            is_join = name in catalogue.GROUPING or (
+            is_join = program.qualname(other.value.func, frame) in catalogue.GROUPING or (
                 isinstance(other.value.func, V.Attr) and other.value.func.attr == "run")
-            if not is_join:
-                continue
-            if S.contains(program, other.value, frame, lambda v, f: v is train_value) and \
-                    S.has_update_ops(program, other.value, frame, collections):
-                return True, None
-        return False, None
+            if is_join and S.contains(program, other.value, frame, lambda v, f: v is call):
+                covered |= {key for key, _ in S.update_collections_in(program, other.value, frame)}
+        return covered
 
     @staticmethod
-    def _evaluated_too_early(program: Program, found: tuple[V.Value, object]) -> tuple[ModuleFacts, int] | None:
-        value, _frame = found
-        for module in program.modules:
-            for call in module.calls:
-                if call.value is value:
-                    before, after = _bn_builds_around(program, module, call)
-                    if after and not before:
-                        return module, call.loc
-                    return None
+    def _read_too_early(program: Program, site: Site) -> tuple[ModuleFacts, int] | None:
+        """Where the UPDATE_OPS list around the train op is read, if that is before the model is built."""
+        for ctx, frame in site.contexts():
+            located = program.deref(ctx.value, frame)
+            value = located.value
+            if not (isinstance(value, V.Call) and value.args and
+                    program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES):
+                continue
+            for _, found in S.update_collections_in(program, value.args[0], located.frame):
+                for module in program.modules:
+                    for call in module.calls:
+                        if call.value is found:
+                            before, after = _bn_builds_around(program, module, call)
+                            if after and not before:
+                                return module, call.loc
         return None
 
 
-def _find_update_ops(program: Program, value: V.Value, frame, collections: frozenset[str]):
-    hits: list[tuple[V.Value, object]] = []
+def _feeding(program: Program, site: Site, candidates: list[BatchNormUse]) -> list[BatchNormUse]:
+    """The layers whose outputs the train op's loss is computed from (all of them if untraceable)."""
+    call = site.call.value
+    loss = call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
+    if loss is None:
+        return candidates
+    reached, complete = S.reached_calls(program, loss, site.frame)
+    # A layer feeds the loss when the call that builds it from the train op's own function does
+    # (calls further in are shared by every instantiation of the function they are in).
+    here = {(id(frame.module), frame.function) for frame in site.frame.chain()}
 
-    def predicate(v, f):
-        if S.is_update_ops(program, v, f, collections):
-            hits.append((v, f))
-            return True
-        return False
+    def feeds(use: BatchNormUse) -> bool:
+        calls = chain(use)
+        level = [call for module, call in calls if (id(module), call.scope.split(".<lambda")[0]) in here]
+        return any(id(call.value) in reached for call in (level or [c for _, c in calls]))
 
-    return hits[0] if S.contains(program, value, frame, predicate) else None
-
-
-def _depends_on_updates(program: Program, loss: V.Value, frame, collections: frozenset[str]) -> bool:
-    """``loss = with_dependencies([updates], loss)`` or the loss computed under control_dependencies(updates)."""
-    located = program.deref(loss, frame)
-    value = located.value
-    if isinstance(value, V.Call) and program.qualname(value.func, located.frame) in catalogue.GROUPING:
-        return S.has_update_ops(program, value, located.frame, collections)
-    return False
+    traced = [use for use in candidates if feeds(use)]
+    return traced if complete or traced else candidates
 
 
 def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> tuple[bool, bool]:
