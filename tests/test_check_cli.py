@@ -1,0 +1,276 @@
+"""`bnaudit check` as a user runs it: the real console entry point, real files, exit codes, formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bnaudit.cli import main
+
+UNRUN = """\
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.contrib.layers.batch_norm(x, is_training=True)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+"""
+CLEAN = """\
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+"""
+
+
+def write(directory: Path, name: str, text: str | bytes) -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def run_json(capsys, *args: str) -> tuple[int, list[dict]]:
+    code = main(["check", "--format", "json", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_console_script_reports_and_exits_1(tmp_path):
+    script = write(tmp_path, "train.py", UNRUN)
+    proc = subprocess.run([sys.executable, "-m", "bnaudit", "check", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(f"{os.path.relpath(script)}:4:12: BN001 [error] ")
+    assert "    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))" in proc.stdout
+    assert "fix: " in proc.stdout
+    assert proc.stdout.rstrip().endswith("1 finding in 1 file (1 file checked)")
+    assert proc.stderr == ""
+
+
+def test_clean_file_exits_0(tmp_path, capsys):
+    write(tmp_path, "train.py", CLEAN)
+    assert main(["check", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "0 findings in 0 files (1 file checked)"
+
+
+def test_json_shape_is_stable(tmp_path, capsys):
+    write(tmp_path, "train.py", UNRUN)
+    code, data = run_json(capsys, str(tmp_path))
+    assert code == 1
+    assert len(data) == 1
+    finding = data[0]
+    assert list(finding) == ["code", "name", "severity", "path", "line", "column", "end_line", "end_column",
+                             "message", "fix"]
+    assert finding["code"] == "BN001" and finding["name"] == "unrun-update-ops"
+    assert finding["severity"] == "error"
+    assert (finding["line"], finding["column"], finding["end_line"]) == (4, 12, 4)
+    assert finding["end_column"] > finding["column"]
+    assert "UPDATE_OPS" in finding["message"] and finding["fix"]
+
+
+@pytest.mark.parametrize("spelling", [
+    "import tensorflow as tf\nbn = tf.contrib.layers.batch_norm\n",
+    "import tensorflow as tf\nslim = tf.contrib.slim\nbn = slim.batch_norm\n",
+    "from tensorflow.contrib import slim\nimport tensorflow as tf\nbn = slim.batch_norm\n",
+    "import tf_slim as slim\nimport tensorflow as tf\nbn = slim.batch_norm\n",
+    "from tensorflow.contrib.layers import batch_norm as bn\nimport tensorflow as tf\n",
+    "from tensorflow.contrib.layers.python.layers import batch_norm as bn\nimport tensorflow as tf\n",
+    "import tensorflow as tf\ntcl = tf.contrib.layers\nbn = tcl.batch_norm\n",
+    "import tensorflow as tf\nimport functools\nbn = functools.partial(tf.contrib.layers.batch_norm, decay=0.9)\n",
+])
+def test_aliases_are_resolved(tmp_path, capsys, spelling):
+    text = spelling + textwrap.dedent("""\
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = bn(x, is_training=True)
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+        """)
+    write(tmp_path, "train.py", text)
+    code, data = run_json(capsys, str(tmp_path))
+    assert [d["code"] for d in data] == ["BN001"] and code == 1
+
+
+def test_compat_v1_alias(tmp_path, capsys):
+    write(tmp_path, "train.py", """\
+        import tensorflow.compat.v1 as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.layers.batch_normalization(x, training=True)
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+        """)
+    _, data = run_json(capsys, str(tmp_path))
+    assert [(d["code"], d["line"]) for d in data] == [("BN001", 4)]
+
+
+def test_layer_and_train_op_in_different_files(tmp_path, capsys):
+    write(tmp_path, "model.py", """\
+        import tensorflow as tf
+        def build(x, is_training):
+            return tf.contrib.layers.batch_norm(x, is_training=is_training, scope='bn1')
+        """)
+    write(tmp_path, "train.py", """\
+        import tensorflow as tf
+        from model import build
+        x = tf.placeholder(tf.float32, [None, 4])
+        loss = tf.reduce_sum(build(x, True))
+        train_op = tf.train.AdamOptimizer().minimize(loss)
+        """)
+    _, data = run_json(capsys, str(tmp_path))
+    assert [(Path(d["path"]).name, d["line"], d["code"]) for d in data] == [("train.py", 5, "BN001")]
+    assert "`bn1`" in data[0]["message"] and "model.py:3" in data[0]["message"]
+
+
+def test_parse_errors_do_not_stop_other_files(tmp_path, capsys):
+    write(tmp_path, "a_py2.py", "import tensorflow as tf\nprint 'batch_norm'\n")
+    write(tmp_path, "b_syntax.py", "def f(:\n    pass\n")
+    write(tmp_path, "c_binary.py", b"\x00\x01\x02batch_norm\xff")
+    write(tmp_path, "d_encoding.py", b"# batch_norm\nx = '\xff\xfe'\n")
+    write(tmp_path, "e_empty.py", "")
+    write(tmp_path, "f_train.py", UNRUN)
+    # Files named on the command line are always parsed.
+    names = sorted(str(p) for p in tmp_path.iterdir())
+    code, data = run_json(capsys, *names)
+    assert code == 1
+    got = {(Path(d["path"]).name, d["code"]) for d in data}
+    assert got == {("a_py2.py", "BN000"), ("b_syntax.py", "BN000"), ("c_binary.py", "BN000"),
+                   ("d_encoding.py", "BN000"), ("f_train.py", "BN001")}
+    py2 = next(d for d in data if d["path"].endswith("a_py2.py"))
+    assert py2["line"] == 2 and "Python 2" in py2["message"]
+    assert next(d for d in data if d["path"].endswith("c_binary.py"))["message"].startswith("binary file")
+    assert next(d for d in data if d["path"].endswith("d_encoding.py"))["message"].startswith("cannot decode")
+
+
+def test_missing_path_is_a_usage_error(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"bnaudit: error: {tmp_path / 'nope.py'}: no such file or directory"
+
+
+def test_missing_path_beside_a_good_one_still_checks(tmp_path, capsys):
+    good = write(tmp_path, "train.py", UNRUN)
+    assert main(["check", str(tmp_path / "nope.py"), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert "no such file" in captured.err and "BN001" in captured.out
+
+
+def test_unreadable_file_is_reported(tmp_path, capsys):
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    write(directory, "train.py", UNRUN)
+    os.chmod(directory, 0)
+    try:
+        if os.access(directory, os.R_OK):
+            pytest.skip("running as a user that bypasses permissions (root)")
+        assert main(["check", str(directory)]) == 2
+        assert "permission denied" in capsys.readouterr().err
+    finally:
+        os.chmod(directory, 0o755)
+
+
+@pytest.mark.parametrize("comment", ["# bnaudit: ignore[BN001]", "# noqa: BN001", "# noqa",
+                                     "# bnaudit: ignore[BN009, BN001]"])
+def test_suppression_comments(tmp_path, capsys, comment):
+    text = UNRUN.rstrip("\n") + f"  {comment}\n"
+    write(tmp_path, "train.py", text)
+    assert run_json(capsys, str(tmp_path)) == (0, [])
+
+
+def test_suppression_of_another_code_does_not_hide(tmp_path, capsys):
+    write(tmp_path, "train.py", UNRUN.rstrip("\n") + "  # noqa: BN004\n")
+    assert [d["code"] for d in run_json(capsys, str(tmp_path))[1]] == ["BN001"]
+
+
+def test_select_and_ignore(tmp_path, capsys):
+    write(tmp_path, "train.py", UNRUN + "saver = tf.train.Saver(tf.trainable_variables())\n")
+    assert sorted(d["code"] for d in run_json(capsys, str(tmp_path))[1]) == ["BN001", "BN004"]
+    assert [d["code"] for d in run_json(capsys, "--select", "BN004", str(tmp_path))[1]] == ["BN004"]
+    assert [d["code"] for d in run_json(capsys, "--ignore", "BN004", str(tmp_path))[1]] == ["BN001"]
+    assert [d["code"] for d in run_json(capsys, "--select", "unrun-update-ops", str(tmp_path))[1]] == ["BN001"]
+    assert run_json(capsys, "--ignore", "BN00", str(tmp_path)) == (0, [])
+
+
+def test_unknown_code_is_a_usage_error(tmp_path, capsys):
+    assert main(["check", "--select", "BN999", str(tmp_path)]) == 2
+    assert "unknown rule code" in capsys.readouterr().err
+
+
+def test_pyproject_configuration(tmp_path, capsys):
+    write(tmp_path, "pyproject.toml", """\
+        [tool.bnaudit]
+        ignore = ["BN004"]
+        exclude = ["legacy/*"]
+        """)
+    write(tmp_path, "train.py", UNRUN + "saver = tf.train.Saver(tf.trainable_variables())\n")
+    write(tmp_path, "legacy/old.py", UNRUN)
+    _, data = run_json(capsys, str(tmp_path))
+    assert [(Path(d["path"]).name, d["code"]) for d in data] == [("train.py", "BN001")]
+    # The command line adds to the configuration.
+    assert run_json(capsys, "--ignore", "BN001", str(tmp_path)) == (0, [])
+
+
+def test_bad_configuration_is_a_usage_error(tmp_path, capsys):
+    write(tmp_path, "pyproject.toml", "[tool.bnaudit]\nselect = 'BN001'\n")
+    write(tmp_path, "train.py", UNRUN)
+    assert main(["check", str(tmp_path)]) == 2
+    assert "must be a list of strings" in capsys.readouterr().err
+
+
+def test_discovery_skips_vendored_trees(tmp_path, capsys):
+    write(tmp_path, "train.py", CLEAN)
+    for vendored in (".git/hooks/x.py", "venv/lib/python3.11/site-packages/pkg/x.py",
+                     "site-packages/pkg/x.py", "node_modules/x.py", "__pycache__/x.py"):
+        write(tmp_path, vendored, UNRUN)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    write(tmp_path, "notes.txt", UNRUN)
+    assert main(["check", str(tmp_path)]) == 0
+    assert "(1 file checked)" in capsys.readouterr().out
+    # Named explicitly, a vendored file is checked.
+    assert main(["check", str(tmp_path / "site-packages/pkg/x.py")]) == 1
+
+
+def test_exclude_glob(tmp_path, capsys):
+    write(tmp_path, "train.py", UNRUN)
+    write(tmp_path, "experiments/old_train.py", UNRUN)
+    _, data = run_json(capsys, "--exclude", "experiments", str(tmp_path))
+    assert [Path(d["path"]).name for d in data] == ["train.py"]
+
+
+def test_default_path_is_the_current_directory(tmp_path, capsys, monkeypatch):
+    write(tmp_path, "train.py", UNRUN)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 1
+    assert capsys.readouterr().out.startswith("train.py:4:12: BN001")
+
+
+def test_parallel_and_serial_runs_agree(tmp_path, capsys):
+    for i in range(30):
+        write(tmp_path, f"pkg/train_{i:02}.py", UNRUN if i % 3 == 0 else CLEAN)
+    serial = run_json(capsys, "--jobs", "1", str(tmp_path))
+    parallel = run_json(capsys, "--jobs", "2", str(tmp_path))
+    assert serial == parallel and len(serial[1]) == 10
+
+
+def test_rules_and_explain(capsys):
+    assert main(["rules"]) == 0
+    table = capsys.readouterr().out
+    for code in ("BN000", "BN001", "BN012"):
+        assert code in table
+    assert main(["explain", "BN004"]) == 0
+    assert "# BN004 saver-omits-moving-stats" in capsys.readouterr().out
+    assert main(["explain", "cond-duplicated-bn"]) == 0
+    assert "# BN008" in capsys.readouterr().out
+    assert main(["explain", "BN999"]) == 2
+    assert main(["rules", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 13
+
+
+def test_help_documents_exit_codes(capsys):
+    assert main(["check", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "2  usage error" in out
