@@ -51,3 +51,48 @@ def rules_table() -> str:
     ]
     return tabulate(rows, headers=("code", "name", "severity", "detected by", "what it catches"),
                     tablefmt="simple", maxcolwidths=[None, None, None, None, 70])
+
+
+def _fmt_range(pair, single: bool = False) -> str:
+    if pair is None:
+        return "-"
+    low, high = pair
+    if single or low == high:
+        return f"{low:.4g}" if low == high else f"{low:.4g} / {high:.4g}"
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def graph_text(artifacts: Sequence[dict]) -> str:
+    """Per artifact: a header, one table row per batch-norm layer, then its findings with fix hints.
+
+    Each item is the plain dict ``bnaudit.graph.command.summary`` builds (path, facts, rows,
+    notes, findings), so this module stays free of TensorFlow.
+    """
+    out: list[str] = []
+    total = 0
+    for item in artifacts:
+        findings = item["findings"]
+        total += len(findings)
+        out.append(f"{item['path']}  ({', '.join(item['facts'])})")
+        rows = []
+        for row in item["rows"]:
+            status = ", ".join(row["codes"]) if row["codes"] else "ok"
+            if item.get("has_values") and not row["saved"]:
+                status += " (no saved values)"
+            rows.append((row["layer"], row["channels"] if row["channels"] is not None else "-",
+                         _fmt_range(row["moving_mean"]), _fmt_range(row["moving_variance"], single=True),
+                         _fmt_range(row["gamma"]), status))
+        if rows:
+            out.append(tabulate(rows, headers=("layer", "channels", "moving mean", "moving var min / max",
+                                               "gamma", "status"), tablefmt="simple"))
+        else:
+            out.append("no batch-norm layers found")
+        for finding in findings:
+            where = f" {finding.layer}:" if finding.layer else ""
+            out.append(f"{finding.code} [{finding.severity}]{where} {finding.message}")
+            out.append(f"    fix: {finding.fix_hint}")
+        for note in item["notes"]:
+            out.append(f"note: {note}")
+        out.append("")
+    out.append(f"{_plural(total, 'finding')} in {_plural(len(artifacts), 'artifact')}")
+    return "\n".join(out)

@@ -1,0 +1,109 @@
+"""Which kind of artifact a path is, decided from names and magic numbers, never by loading it."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from bnaudit.graph.model import Artifact, ArtifactError
+
+_DATA_RE = re.compile(r"^(?P<prefix>.+)\.data-\d{5}-of-\d{5}$")
+EXPECTED = ("a checkpoint directory (with a `checkpoint` file), a checkpoint prefix, a .meta MetaGraph, "
+            "a SavedModel directory, a .keras/.h5 Keras file, or a frozen .pb/.pbtxt GraphDef")
+
+
+def _checkpoint(prefix: str, display: str) -> Artifact:
+    from bnaudit.graph.bundle import Bundle
+    from bnaudit.graph.checkpoint import checkpoint_artifact
+    from bnaudit.graph.metagraph import apply_meta_graph, parse_meta_graph
+
+    bundle = Bundle(prefix, display)
+    artifact = checkpoint_artifact(bundle)
+    meta_path = prefix + ".meta"
+    if os.path.exists(meta_path):
+        apply_meta_graph(artifact, parse_meta_graph(meta_path))
+        artifact.kind += " + MetaGraph"
+    return artifact
+
+
+def _meta(path: str) -> Artifact:
+    from bnaudit.graph.metagraph import apply_meta_graph, parse_meta_graph
+
+    prefix = path[: -len(".meta")]
+    if os.path.exists(prefix + ".index"):
+        return _checkpoint(prefix, path)
+    artifact = Artifact(path, "MetaGraph (no checkpoint beside it)")
+    apply_meta_graph(artifact, parse_meta_graph(path))
+    artifact.notes.append("no checkpoint beside the MetaGraph: only the graph was audited")
+    return artifact
+
+
+def _checkpoint_dir(directory: str) -> Artifact:
+    from bnaudit.graph.bundle import _first_line
+
+    state_path = os.path.join(directory, "checkpoint")
+    try:
+        import tensorflow as tf
+
+        state = tf.train.get_checkpoint_state(directory)
+    except PermissionError:
+        raise ArtifactError(directory, "cannot read its `checkpoint` file (permission denied)") from None
+    except Exception as exc:
+        raise ArtifactError(directory, f"expected a checkpoint directory; its `checkpoint` file does not parse "
+                                       f"({_first_line(exc)})") from None
+    if state is None or not state.model_checkpoint_path:
+        raise ArtifactError(directory, f"expected {state_path} to name a checkpoint; it names none")
+    prefix = state.model_checkpoint_path
+    if not os.path.isabs(prefix):
+        prefix = os.path.join(directory, prefix)
+    if not os.path.exists(prefix + ".index"):
+        # Directories get moved; the checkpoint file often keeps an absolute path from elsewhere.
+        moved = os.path.join(directory, os.path.basename(prefix))
+        if os.path.exists(moved + ".index"):
+            prefix = moved
+        else:
+            raise ArtifactError(directory, f"the `checkpoint` file names {prefix}, which has no .index file")
+    return _checkpoint(prefix, prefix)
+
+
+def read_artifact(path: str) -> Artifact:
+    """Detect the kind from the path and read it; raises ArtifactError for anything unusable."""
+    from bnaudit.graph import graphdef, keras_file, savedmodel
+
+    if os.path.isdir(path):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ArtifactError(path, "cannot read the directory (permission denied)")
+        if os.path.exists(os.path.join(path, "saved_model.pb")) or os.path.exists(os.path.join(path, "saved_model.pbtxt")):
+            return savedmodel.read_saved_model(path)
+        if os.path.isfile(os.path.join(path, "checkpoint")):
+            return _checkpoint_dir(path)
+        raise ArtifactError(path, f"expected {EXPECTED}; this directory has no saved_model.pb and no `checkpoint` file")
+    if not os.path.exists(path):
+        if os.path.exists(path + ".index"):
+            return _checkpoint(path, path)
+        raise ArtifactError(path, f"no such file or directory (expected {EXPECTED})")
+    if not os.access(path, os.R_OK):
+        raise ArtifactError(path, "cannot read the file (permission denied)")
+    name = os.path.basename(path)
+    data = _DATA_RE.match(path)
+    if name == "checkpoint":
+        return _checkpoint_dir(os.path.dirname(path) or ".")
+    if name.endswith(".index"):
+        return _checkpoint(path[: -len(".index")], path[: -len(".index")])
+    if data:
+        return _checkpoint(data.group("prefix"), data.group("prefix"))
+    if name.endswith(".meta"):
+        return _meta(path)
+    if name in ("saved_model.pb", "saved_model.pbtxt"):
+        return savedmodel.read_saved_model(os.path.dirname(path) or ".", path)
+    if name.endswith(".keras"):
+        return keras_file.read_keras(path)
+    if name.endswith((".h5", ".hdf5", ".weights.h5")):
+        return keras_file.read_h5(path)
+    if name.endswith((".pb", ".pbtxt")):
+        return graphdef.read_graph_def(path)
+    if keras_file.looks_like_hdf5(path):
+        return keras_file.read_h5(path)
+    if keras_file.looks_like_zip(path):
+        return keras_file.read_keras(path)
+    raise ArtifactError(path, f"expected {EXPECTED}; the file name and contents match none of them")

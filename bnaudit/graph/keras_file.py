@@ -1,0 +1,368 @@
+"""Keras files: ``.keras`` archives, legacy ``.h5`` models and ``.weights.h5``, read as data.
+
+A ``.keras`` file is a zip of ``config.json`` and an HDF5 weights file; a legacy
+``.h5`` carries its config as a JSON attribute.  Both configs are only
+``json.loads``-ed and walked for batch-norm layer entries: nothing is
+deserialized, so a Lambda layer's marshalled bytecode stays an opaque string
+and no custom object is ever imported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import zipfile
+
+import numpy as np
+
+from bnaudit.graph.model import (BETA, GAMMA, MEAN, MOVING, VARIANCE, Artifact, ArtifactError, BNLayer,
+                                 split_role)
+
+BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2"}
+OWN_CLASS = "bnaudit>BatchNorm"
+_BN_KEY = re.compile(r"^(sync_)?batch_norm(alization)?(_v[12])?(_\d+)?$")
+_MAX_CONFIG = 64 * 1024 * 1024
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_batch_norm_config(entry: dict) -> bool:
+    class_name = str(entry.get("class_name", ""))
+    registered = str(entry.get("registered_name") or "")
+    module = str(entry.get("module") or "")
+    if class_name in BN_CLASSES or OWN_CLASS in (class_name, registered):
+        return True
+    return module.startswith("bnaudit") and "BatchNorm" in class_name
+
+
+def walk_config(node, parents: tuple[str, ...] = ()):
+    """Yield ``(path, entry)`` for every batch-norm layer entry in a (possibly nested) model config."""
+    if isinstance(node, dict):
+        config = node.get("config")
+        if "class_name" in node and isinstance(config, dict):
+            name = config.get("name") if isinstance(config.get("name"), str) else None
+            if is_batch_norm_config(node):
+                yield parents + ((name or "?"),), node
+                return
+            parents = parents + ((name,) if name else ())
+            for value in config.values():
+                yield from walk_config(value, parents)
+            return
+        for value in node.values():
+            yield from walk_config(value, parents)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk_config(value, parents)
+
+
+def _initializer_value(spec, default: float) -> float | None:
+    if spec is None:
+        return default
+    if isinstance(spec, str):
+        name, config = spec, {}
+    elif isinstance(spec, dict):
+        name, config = str(spec.get("class_name", "")), spec.get("config") or {}
+    else:
+        return None
+    name = name.lower()
+    if name in ("zeros", "zero"):
+        return 0.0
+    if name in ("ones", "one"):
+        return 1.0
+    if name in ("constant",) and isinstance(config.get("value"), (int, float)):
+        return float(config["value"])
+    return None
+
+
+def layer_from_config(path: tuple[str, ...], entry: dict) -> BNLayer:
+    config = entry.get("config", {})
+    is_own = OWN_CLASS in (entry.get("class_name"), entry.get("registered_name")) or \
+        str(entry.get("module") or "").startswith("bnaudit")
+    layer = BNLayer("/".join(path), class_name=str(entry.get("registered_name") or entry.get("class_name")))
+    scale, center = config.get("scale", True), config.get("center", True)
+    layer.declared = {MEAN, VARIANCE} | ({GAMMA} if scale else set()) | ({BETA} if center else set())
+    for role, key, default in ((GAMMA, "gamma_initializer", 1.0), (BETA, "beta_initializer", 0.0),
+                               (MEAN, "moving_mean_initializer", 0.0), (VARIANCE, "moving_variance_initializer", 1.0)):
+        layer.initial[role] = _initializer_value(config.get(key), default)
+    momentum = config.get("momentum", config.get("decay", 0.99))
+    if isinstance(momentum, (int, float)):
+        layer.decay, layer.decay_source = float(momentum), "config momentum"
+    layer.bias_corrected = is_own
+    return layer
+
+
+def _order(layer: BNLayer | None) -> list[str]:
+    """Keras 3 saves a layer's trainable variables, then its non-trainable ones, in creation order."""
+    if layer is None:
+        return [GAMMA, BETA, MEAN, VARIANCE]
+    return [role for role in (GAMMA, BETA) if role in layer.declared] + [MEAN, VARIANCE]
+
+
+# -- HDF5 ------------------------------------------------------------------------------------
+
+
+class _Slice(io.RawIOBase):
+    """A read-only window on an uncompressed zip member, so h5py reads it in place."""
+
+    def __init__(self, handle, start: int, size: int):
+        self._handle, self._start, self._size, self._pos = handle, start, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, offset, whence=0):
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer):
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._handle.seek(self._start + self._pos)
+        data = self._handle.read(count)
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _open_h5(source, display: str, what: str):
+    import h5py
+
+    try:
+        return h5py.File(source, "r")
+    except PermissionError:
+        raise ArtifactError(display, f"cannot read {what} (permission denied)") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(display, f"expected {what} in HDF5 format; it cannot be opened "
+                                     f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def _read(dataset) -> np.ndarray:
+    return np.asarray(dataset[()])
+
+
+def _keras3_vars(h5) -> list[tuple[str, str, list]]:
+    """``(group path, layer name, [datasets in order])`` for every ``vars`` group of a Keras 3 weights file."""
+    import h5py
+
+    out = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
+            datasets = [obj[key] for key in sorted((k for k in obj.keys() if k.isdigit()), key=int)]
+            layer_name = obj.attrs.get("name")
+            if isinstance(layer_name, bytes):
+                layer_name = layer_name.decode("utf-8", "replace")
+            out.append((name[: -len("/vars")] if name.endswith("/vars") else "", str(layer_name or ""), datasets))
+
+    h5.visititems(visit)
+    return out
+
+
+def _keras3_step(h5) -> tuple[int | None, str | None]:
+    group = h5.get("optimizer/vars")
+    if group is None or "0" not in group:
+        return None, None
+    dataset = group["0"]
+    if dataset.shape == () and dataset.dtype.kind in "iu":
+        return int(dataset[()]), "optimizer iterations"
+    return None, None
+
+
+def _fill_keras3(artifact: Artifact, h5, config_layers: list[BNLayer] | None) -> None:
+    entries = _keras3_vars(h5)
+    if config_layers is None:
+        for group, name, datasets in entries:
+            if not group.startswith("layers/") and "/layers/" not in group:
+                continue
+            if not _BN_KEY.match(group.rsplit("/", 1)[-1]) or len(datasets) < 2:
+                continue
+            layer = BNLayer(name or group)
+            roles = [GAMMA, BETA, MEAN, VARIANCE] if len(datasets) >= 4 else [MEAN, VARIANCE]
+            for role, dataset in zip(roles, datasets):
+                layer.keys[role] = dataset.name
+                layer.values[role] = _read(dataset)
+            artifact.layers.append(layer)
+    else:
+        unmatched = list(entries)
+        for layer in config_layers:
+            short = layer.name.rsplit("/", 1)[-1]
+            match = next((e for e in unmatched if e[1] == short and _BN_KEY.match(e[0].rsplit("/", 1)[-1] or "")),
+                         None) or next((e for e in unmatched if e[1] == short), None)
+            if match is not None:
+                unmatched.remove(match)
+                for role, dataset in zip(_order(layer), match[2]):
+                    layer.keys[role] = dataset.name
+                    layer.values[role] = _read(dataset)
+            artifact.layers.append(layer)
+    artifact.step, artifact.step_source = _keras3_step(h5)
+
+
+def _legacy_weights(group) -> dict[str, dict[str, object]]:
+    """``{scope: {role: dataset}}`` from a legacy (Keras 2 style) HDF5 weights group."""
+    scopes: dict[str, dict[str, object]] = {}
+    names = group.attrs.get("layer_names")
+    layer_names = [n.decode() if isinstance(n, bytes) else str(n) for n in (names if names is not None else [])]
+    for layer_name in layer_names:
+        layer_group = group.get(layer_name)
+        if layer_group is None:
+            continue
+        weight_names = layer_group.attrs.get("weight_names")
+        for weight in (weight_names if weight_names is not None else []):
+            weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+            parts = split_role(weight)
+            dataset = layer_group.get(weight)
+            if parts is None or dataset is None:
+                continue
+            scope = parts[0] or layer_name
+            scopes.setdefault(scope, {}).setdefault(parts[1], dataset)
+    return scopes
+
+
+def _legacy_step(h5) -> tuple[int | None, str | None]:
+    import h5py
+
+    found: list[tuple[int, str]] = []
+    group = h5.get("optimizer_weights")
+    if group is None:
+        return None, None
+
+    def visit(name, obj):
+        last = name.rsplit("/", 1)[-1].split(":")[0]
+        if isinstance(obj, h5py.Dataset) and last in ("iteration", "iterations", "iter") \
+                and obj.shape in ((), (1,)) and obj.dtype.kind in "iu":
+            found.append((int(np.asarray(obj[()]).reshape(())), "optimizer iterations"))
+
+    group.visititems(visit)
+    return max(found) if found else (None, None)
+
+
+def _fill_legacy(artifact: Artifact, h5, group, config_layers: list[BNLayer] | None) -> None:
+    scopes = _legacy_weights(group)
+    if config_layers is None:
+        for scope, roles in sorted(scopes.items()):
+            if not any(role in roles for role in MOVING):
+                continue
+            layer = BNLayer(scope)
+            for role, dataset in roles.items():
+                layer.keys[role] = dataset.name
+                layer.values[role] = _read(dataset)
+            artifact.layers.append(layer)
+    else:
+        for layer in config_layers:
+            short = layer.name.rsplit("/", 1)[-1]
+            for role, dataset in scopes.get(short, {}).items():
+                layer.keys[role] = dataset.name
+                layer.values[role] = _read(dataset)
+            artifact.layers.append(layer)
+    artifact.step, artifact.step_source = _legacy_step(h5)
+
+
+def _config_layers(config) -> list[BNLayer]:
+    # Paths start with the saved model's own name; layers are named below it.
+    return [layer_from_config(path[1:] if len(path) > 1 else path, entry) for path, entry in walk_config(config)]
+
+
+def _json_attr(value, display: str):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(display, f"expected a Keras model config (JSON) in the HDF5 file; it does not parse ({exc})") from None
+
+
+def read_h5(path: str) -> Artifact:
+    """A legacy full-model ``.h5``, a legacy weights ``.h5``, or a Keras 3 ``.weights.h5``."""
+    h5 = _open_h5(path, path, "a Keras .h5 file")
+    with h5:
+        if "model_config" in h5.attrs:
+            config = _json_attr(h5.attrs["model_config"], path)
+            artifact = Artifact(path, "Keras .h5 model", has_graph=True, has_values=True)
+            weights = h5.get("model_weights", h5)
+            _fill_legacy(artifact, h5, weights, _config_layers(config))
+        elif "layer_names" in h5.attrs:
+            artifact = Artifact(path, "Keras .h5 weights", has_values=True)
+            _fill_legacy(artifact, h5, h5, None)
+        elif "layers" in h5 or "vars" in h5:
+            artifact = Artifact(path, "Keras 3 .weights.h5", has_values=True)
+            _fill_keras3(artifact, h5, None)
+        else:
+            raise ArtifactError(path, "expected a Keras HDF5 file (a model_config attribute, layer_names, "
+                                      "or Keras 3 layers/*/vars groups); this HDF5 file has none")
+    return artifact
+
+
+def read_keras(path: str) -> Artifact:
+    """A Keras 3 ``.keras`` archive: ``config.json`` plus ``model.weights.h5``, read in place."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except PermissionError:
+        raise ArtifactError(path, "cannot read the .keras file (permission denied)") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(path, f"expected a Keras 3 .keras archive (a zip file); it cannot be opened ({exc})") from None
+    with archive:
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise ArtifactError(path, "expected a Keras 3 .keras archive with config.json; it has none")
+        info = archive.getinfo("config.json")
+        if info.file_size > _MAX_CONFIG:
+            raise ArtifactError(path, "config.json is implausibly large for a Keras config")
+        try:
+            config = json.loads(archive.read("config.json").decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
+            raise ArtifactError(path, f"expected config.json to hold a Keras config (JSON); it does not parse ({exc})") from None
+        artifact = Artifact(path, "Keras 3 .keras", has_graph=True)
+        layers = _config_layers(config)
+        weights_name = "model.weights.h5"
+        if weights_name not in names:
+            artifact.layers = layers
+            artifact.notes.append("the archive holds no model.weights.h5: only the config was audited")
+            return artifact
+        artifact.has_values = True
+        member = archive.getinfo(weights_name)
+        with open(path, "rb") as raw:
+            source = _member_source(archive, raw, member, path)
+            h5 = _open_h5(source, path, "model.weights.h5")
+            with h5:
+                _fill_keras3(artifact, h5, layers)
+    return artifact
+
+
+def _member_source(archive: zipfile.ZipFile, raw, member: zipfile.ZipInfo, display: str):
+    if member.compress_type == zipfile.ZIP_STORED:
+        raw.seek(member.header_offset)
+        header = raw.read(30)
+        if len(header) == 30 and header[:4] == b"PK\x03\x04":
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            start = member.header_offset + 30 + name_len + extra_len
+            raw.seek(start)
+            if raw.read(8) == _HDF5_MAGIC:
+                return _Slice(raw, start, member.file_size)
+    try:
+        return io.BytesIO(archive.read(member.filename))
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArtifactError(display, f"model.weights.h5 in the archive cannot be read ({exc})") from None
+
+
+def looks_like_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == _HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def looks_like_zip(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+

@@ -1,0 +1,145 @@
+"""SavedModel directories, TF1 (a graph and its signatures) and TF2 (an object graph and functions).
+
+Only ``saved_model.pb`` is parsed and ``variables/`` read as a checkpoint;
+``tf.saved_model.load`` is never called, so no function in the model runs.
+A TF2 SavedModel's variables are matched to layers through the SavedObjectGraph,
+whose node ids are those of the checkpoint's object graph, and whose variables
+carry their Python-side names (``bn1/moving_mean``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from bnaudit.graph.bundle import Bundle
+from bnaudit.graph.checkpoint import (checkpoint_artifact, node_paths, object_graph_step, read_values,
+                                      variable_keys)
+from bnaudit.graph.metagraph import apply_meta_graph
+from bnaudit.graph.model import MOVING, ROLES, Artifact, ArtifactError, BNLayer, InferencePath, split_role
+from bnaudit.graph.tfgraph import GraphView
+
+_INFERENCE_NAME = re.compile(r"serv|predict|infer", re.IGNORECASE)
+_SKIP_SIGNATURES = {"__saved_model_init_op", "__saved_model_train_op"}
+
+
+def parse_saved_model(directory: str, display: str):
+    from google.protobuf import text_format
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    binary = os.path.join(directory, "saved_model.pb")
+    text = os.path.join(directory, "saved_model.pbtxt")
+    path = binary if os.path.exists(binary) else text
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ArtifactError(display, f"cannot read {os.path.basename(path)} ({exc.strerror})") from None
+    model = saved_model_pb2.SavedModel()
+    try:
+        if path == binary:
+            model.ParseFromString(data)
+        else:
+            text_format.Parse(data.decode("utf-8"), model)
+    except (DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(display, f"expected a SavedModel; {os.path.basename(path)} does not parse ({exc})") from None
+    if not model.meta_graphs:
+        raise ArtifactError(display, f"expected a SavedModel; {os.path.basename(path)} holds no MetaGraph")
+    return model
+
+
+def _pick_meta_graph(model):
+    for meta in model.meta_graphs:
+        if "serve" in meta.meta_info_def.tags:
+            return meta
+    return model.meta_graphs[0]
+
+
+def read_saved_model(directory: str, display: str | None = None) -> Artifact:
+    display = display or directory
+    model = _pick_meta_graph(parse_saved_model(directory, display))
+    prefix = os.path.join(directory, "variables", "variables")
+    bundle = Bundle(prefix, display) if os.path.exists(prefix + ".index") else None
+    view = GraphView.from_graph_def(model.graph_def, "SavedModel")
+    if model.HasField("object_graph_def") and len(model.object_graph_def.nodes) > 0:
+        # Its main graph only restores variables and calls functions: nothing to declare.
+        artifact = _tf2_layers(display, model, bundle)
+        artifact.graph = view
+    elif bundle is not None:
+        artifact = checkpoint_artifact(bundle, kind="TF1 SavedModel")
+        apply_meta_graph(artifact, model, view)
+    else:
+        artifact = Artifact(display, "TF1 SavedModel (no variables)")
+        apply_meta_graph(artifact, model, view)
+    artifact.inference = _inference_paths(model, view)
+    return artifact
+
+
+def _tf2_layers(display: str, model, bundle: Bundle | None) -> Artifact:
+    artifact = Artifact(display, "TF2 SavedModel", has_values=bundle is not None)
+    if bundle is None:
+        return artifact
+    ckpt_graph = bundle.object_graph()
+    if ckpt_graph is None:
+        raise ArtifactError(display, "expected a TF2 SavedModel's variables to carry an object graph; none found")
+    objects = model.object_graph_def
+    keys = variable_keys(ckpt_graph)
+    paths = node_paths(objects)
+    parent_role: dict[int, tuple[int, str]] = {}
+    for node_id, node in enumerate(objects.nodes):
+        for child in node.children:
+            if child.local_name in ROLES:
+                parent_role.setdefault(child.node_id, (node_id, child.local_name))
+    scopes: dict[str, dict[str, str]] = {}
+    for node_id, node in enumerate(objects.nodes):
+        if node.WhichOneof("kind") != "variable" or node_id not in keys:
+            continue
+        parts = split_role(node.variable.name) if node.variable.name else None
+        if parts is None and node_id in parent_role:
+            parent, role = parent_role[node_id]
+            parts = (paths.get(parent, str(parent)), role)
+        if parts is None:
+            continue
+        scope, role = parts
+        scopes.setdefault(scope, {}).setdefault(role, keys[node_id])
+    for scope, roles in sorted(scopes.items()):
+        if not any(role in roles for role in MOVING):
+            continue
+        layer = BNLayer(scope, keys=roles)
+        read_values(layer, bundle)
+        artifact.layers.append(layer)
+    artifact.step, artifact.step_source = object_graph_step(ckpt_graph, bundle)
+    return artifact
+
+
+def _inference_paths(model, view: GraphView) -> list[InferencePath]:
+    paths = []
+    for key, signature in sorted(model.signature_def.items()):
+        if key in _SKIP_SIGNATURES or "train" in signature.method_name:
+            continue
+        outputs = [tensor.name for tensor in signature.outputs.values() if tensor.name]
+        fed = {tensor.name.split(":", 1)[0] for tensor in signature.inputs.values() if tensor.name}
+        paths.append(InferencePath(f"signature {key!r}", view, outputs=outputs, fed=fed))
+    if model.HasField("object_graph_def"):
+        objects = model.object_graph_def
+        names = {node_id: node.variable.name for node_id, node in enumerate(objects.nodes)
+                 if node.WhichOneof("kind") == "variable"}
+        for child in objects.nodes[0].children if objects.nodes else ():
+            node = objects.nodes[child.node_id]
+            if node.WhichOneof("kind") != "function" or not _INFERENCE_NAME.search(child.local_name) \
+                    or "train" in child.local_name.lower():
+                continue
+            functions = []
+            for concrete in node.function.concrete_functions:
+                fn = view.library.get(concrete)
+                if fn is None:
+                    continue
+                bound = list(objects.concrete_functions[concrete].bound_inputs)
+                args = [arg.name for arg in fn.signature.input_arg]
+                captured = args[len(args) - len(bound):] if bound else []
+                bindings = {arg: names[node_id] for arg, node_id in zip(captured, bound) if names.get(node_id)}
+                functions.append((concrete, bindings))
+            if functions:
+                paths.append(InferencePath(f"function {child.local_name!r}", view, functions=functions))
+    return paths
