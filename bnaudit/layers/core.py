@@ -138,22 +138,55 @@ def _kernel_input(x: tf.Tensor) -> tuple[tf.Tensor, tf.DType]:
     return tf.cast(x, STATS_DTYPE), x.dtype
 
 
-def normalize_training(x, gamma, beta, epsilon: float, layout: Layout):
+#: A channel whose |mean| exceeds this many standard deviations is normalized after
+#: subtracting a shift: float32 sums of such data lose the spread in the mean's ulps.
+SHIFT_RATIO = 100.0
+
+
+def normalize_training(x, gamma, beta, epsilon: float, layout: Layout,
+                       moving_mean=None, moving_variance=None, count=None):
     """Normalize with the batch's own moments.
 
     Returns ``(y, batch_mean, batch_variance)``: the moments are float32, the
     variance Bessel-corrected when a channel has more than one element (zero
     otherwise, never a division by zero), clamped at zero, for the averages.
+
+    With the moving statistics given, a float32 batch far from zero relative to
+    its spread (mean 1e4, std 1e-2) is first shifted by the moving mean (or, on
+    the first update, by its first sample), which batch norm is invariant to:
+    the kernel then sums small numbers and the output keeps its precision.
+    Well-centred data, the usual case, goes to the kernel untouched.
     """
     xk, out_dtype = _kernel_input(x)
+    x4 = layout.to_kernel(xk)
     empty = tf.constant([], STATS_DTYPE)
-    result = tf.raw_ops.FusedBatchNormV3(
-        x=layout.to_kernel(xk), scale=gamma, offset=beta, mean=empty, variance=empty,
-        epsilon=epsilon, exponential_avg_factor=1.0, data_format=layout.data_format, is_training=True,
-    )
-    y = layout.from_kernel(result.y, xk)
+
+    def fused(inputs):
+        result = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=empty, variance=empty,
+            epsilon=epsilon, exponential_avg_factor=1.0, data_format=layout.data_format, is_training=True,
+        )
+        return result.y, result.batch_mean, result.batch_variance
+
+    if moving_mean is None or xk.dtype != STATS_DTYPE:
+        y, mean, variance = fused(x4)
+    else:
+        nhwc = layout.data_format == "NHWC"
+        known = count > 0
+        off_centre = tf.logical_or(tf.logical_not(known), tf.reduce_any(
+            tf.abs(moving_mean) > SHIFT_RATIO * tf.sqrt(tf.maximum(moving_variance, 0.0) + epsilon)))
+
+        def shifted():
+            # One sample per channel (zeros for an empty batch) when there is no moving mean yet.
+            corner = x4[:1, :1, :1, :] if nhwc else x4[:1, :, :1, :1]
+            first = tf.reduce_sum(corner, axis=[0, 1, 2] if nhwc else [0, 2, 3])
+            shift = tf.stop_gradient(tf.where(known, moving_mean, first))
+            y, mean, variance = fused(x4 - tf.reshape(shift, [1, 1, 1, -1] if nhwc else [1, -1, 1, 1]))
+            return y, mean + shift, variance
+
+        y, mean, variance = tf.cond(off_centre, shifted, lambda: fused(x4))
+    y = layout.from_kernel(y, xk)
     n = elements_per_channel(x, layout.axis)
-    variance = result.batch_variance
     # The kernel applies n / (n - 1) itself; with one element per channel the
     # sample variance is undefined, so use the (zero) population variance.
     if isinstance(n, int):
@@ -162,7 +195,7 @@ def normalize_training(x, gamma, beta, epsilon: float, layout: Layout):
     else:
         variance = tf.where(n > 1, variance, tf.zeros_like(variance))
     variance = tf.maximum(variance, 0.0)
-    return tf.cast(y, out_dtype) if y.dtype != out_dtype else y, result.batch_mean, variance
+    return tf.cast(y, out_dtype) if y.dtype != out_dtype else y, mean, variance
 
 
 def normalize_inference(x, gamma, beta, mean, variance, epsilon: float, layout: Layout):

@@ -85,7 +85,10 @@ def batch_norm(
     if channels is None:
         raise ValueError(f"the size of axis {axis} must be known, got shape {x.shape}")
 
-    with _v1.variable_scope(name, default_name="BatchNorm", values=[x], reuse=_v1.AUTO_REUSE):
+    # The outer scope picks the name (unique when None, like contrib); the inner
+    # one reopens it with AUTO_REUSE so a second call under that name shares.
+    with _v1.variable_scope(name, default_name="BatchNorm", values=[x]) as scope, \
+            _v1.variable_scope(scope, reuse=_v1.AUTO_REUSE, auxiliary_name_scope=False):
         def param(var_name, initializer, default, regularizer):
             return _v1.get_variable(
                 var_name, shape=[channels], dtype=core.STATS_DTYPE, initializer=initializer or default,
@@ -108,10 +111,12 @@ def batch_norm(
         num_updates = statistic(NUM_UPDATES, [], _v1.zeros_initializer())
 
         def train():
-            y, batch_mean, batch_variance = core.normalize_training(x, gamma, beta, epsilon, layout)
+            mean, variance, count = _read(moving_mean), _read(moving_variance), _read(num_updates)
+            y, batch_mean, batch_variance = core.normalize_training(
+                x, gamma, beta, epsilon, layout, mean, variance, count)
             new_mean, new_variance, new_count = core.moving_update(
-                _read(moving_mean), _read(moving_variance), _read(num_updates),
-                batch_mean, batch_variance, core.elements_per_channel(x, layout.axis), momentum,
+                mean, variance, count, batch_mean, batch_variance,
+                core.elements_per_channel(x, layout.axis), momentum,
             )
             updates = [
                 _v1.assign(moving_mean, new_mean, name="update_moving_mean").op,

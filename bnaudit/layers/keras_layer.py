@@ -105,10 +105,12 @@ class BatchNorm(keras.layers.Layer):
         beta = self.beta.value if self.center else tf.zeros([channels], core.STATS_DTYPE)
 
         def train():
-            y, batch_mean, batch_variance = core.normalize_training(x, gamma, beta, self.epsilon, self._layout)
+            mean, variance, count = self.moving_mean.value, self.moving_variance.value, self.num_updates.value
+            y, batch_mean, batch_variance = core.normalize_training(
+                x, gamma, beta, self.epsilon, self._layout, mean, variance, count)
             new_mean, new_variance, new_count = core.moving_update(
-                self.moving_mean.value, self.moving_variance.value, self.num_updates.value,
-                batch_mean, batch_variance, core.elements_per_channel(x, self._layout.axis), self.momentum,
+                mean, variance, count, batch_mean, batch_variance,
+                core.elements_per_channel(x, self._layout.axis), self.momentum,
             )
             self.moving_mean.assign(new_mean)
             self.moving_variance.assign(new_variance)
