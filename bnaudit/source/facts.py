@@ -9,6 +9,7 @@ QualifiedNameProvider (six parses).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -110,17 +111,70 @@ class ModuleFacts:
     subtractions: list[tuple[int, V.Value]] = field(default_factory=list)
 
 
-class _Counting(cst.CSTVisitor):
-    """Numbers every node in pre-order; the extractor and ``locate`` must agree on it."""
+_SKIPPED_FIELDS = frozenset({
+    "lpar", "rpar", "leading_lines", "lines_after_decorator", "header", "footer", "semicolon", "comma",
+    "equal", "colon", "newline", "trailing_whitespace", "operator", "asynchronous", "lbracket", "rbracket",
+    "lbrace", "rbrace", "relative", "dot", "default_indicator", "star_tok",
+})
+# Children in source order (dataclass field order differs for these).
+_ORDER = {
+    cst.FunctionDef: ("decorators", "name", "params", "returns", "body"),
+    cst.ClassDef: ("decorators", "name", "bases", "keywords", "body"),
+    cst.IfExp: ("body", "test", "orelse"),
+}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _ORDER.get(cls) or tuple(
+            f.name for f in dataclasses.fields(cls)
+            if not f.name.startswith("whitespace") and f.name not in _SKIPPED_FIELDS)
+        _FIELDS[cls] = fields
+    return fields
+
+
+class Walker:
+    """A lean pre-order traversal (libcst's visitor machinery costs almost as much as the parse).
+
+    Numbers every node it enters; the extractor and ``locate`` share it, so they agree on numbers.
+    Subclasses define ``visit_<Node>``/``leave_<Node>`` methods, and ``enter_with_body``.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self._index = 0
+        self._visit: dict[type, object] = {}
+        self._leave: dict[type, object] = {}
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
+    def _handlers(self, cls: type):
+        visit = self._visit.get(cls, 0)
+        if visit == 0:
+            visit = self._visit[cls] = getattr(self, f"visit_{cls.__name__}", None)
+            self._leave[cls] = getattr(self, f"leave_{cls.__name__}", None)
+        return visit, self._leave[cls]
+
+    def walk(self, node: cst.CSTNode) -> None:
         self._index += 1
-        super().on_visit(node)
-        return True
+        cls = type(node)
+        visit, leave = self._handlers(cls)
+        if visit is not None:
+            visit(node)
+        for name in _fields(cls):
+            value = getattr(node, name)
+            if isinstance(value, cst.CSTNode):
+                if name == "body" and cls is cst.With:
+                    self.enter_with_body(node)
+                self.walk(value)
+            elif isinstance(value, (tuple, list)):
+                for item in value:
+                    if isinstance(item, cst.CSTNode):
+                        self.walk(item)
+        if leave is not None:
+            leave(node)
+
+    def enter_with_body(self, node: cst.With) -> None:
+        pass
 
 
 def _dotted_text(node: cst.BaseExpression) -> str | None:
@@ -136,7 +190,7 @@ def _module_name(node: cst.BaseExpression | None) -> str:
     return _dotted_text(node) or "" if node is not None else ""
 
 
-class Extractor(_Counting):
+class Extractor(Walker):
     def __init__(self, path: str, module: str, is_package: bool) -> None:
         super().__init__()
         self.facts = ModuleFacts(path=path, module=module)
@@ -487,7 +541,7 @@ class Extractor(_Counting):
     def visit_With(self, node: cst.With) -> None:
         self._with_items = []
 
-    def visit_With_body(self, node: cst.With) -> None:
+    def enter_with_body(self, node: cst.With) -> None:
         # The items have been visited; they enclose the body only.
         items = self._with_items
         self._open_ctx.append(items)
@@ -562,23 +616,23 @@ def _has_negation(node: cst.CSTNode) -> bool:
 
 def extract(module: cst.Module, path: str, module_name: str, is_package: bool) -> ModuleFacts:
     extractor = Extractor(path, module_name, is_package)
-    module.visit(extractor)
+    extractor.walk(module)
     return extractor.facts
 
 
-class _Locator(_Counting):
+class _Locator(Walker):
     def __init__(self, wanted: set[int], positions) -> None:
         super().__init__()
         self.wanted = wanted
         self.positions = positions
         self.found: dict[int, tuple[int, int, int, int]] = {}
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        self._index += 1
-        if self._index in self.wanted:
+    def walk(self, node: cst.CSTNode) -> None:
+        if self._index + 1 in self.wanted:
             span = self.positions[node]
-            self.found[self._index] = (span.start.line, span.start.column + 1, span.end.line, span.end.column + 1)
-        return True
+            self.found[self._index + 1] = (span.start.line, span.start.column + 1, span.end.line,
+                                           span.end.column + 1)
+        super().walk(node)
 
 
 def locate(module: cst.Module, locs: set[int]) -> dict[int, tuple[int, int, int, int]]:
@@ -586,5 +640,5 @@ def locate(module: cst.Module, locs: set[int]) -> dict[int, tuple[int, int, int,
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     locator = _Locator(locs, positions)
-    module.visit(locator)
+    locator.walk(module)
     return locator.found
