@@ -53,16 +53,12 @@ def _checkpoint_dir(directory: str) -> Artifact:
                                        f"({_first_line(exc)})") from None
     if state is None or not state.model_checkpoint_path:
         raise ArtifactError(directory, f"expected {state_path} to name a checkpoint; it names none")
-    prefix = state.model_checkpoint_path
-    if not os.path.isabs(prefix):
-        prefix = os.path.join(directory, prefix)
+    named = state.model_checkpoint_path
+    # Prefer the files in this directory: a copied directory keeps absolute paths to the original.
+    local = os.path.join(directory, os.path.basename(named))
+    prefix = local if os.path.exists(local + ".index") else os.path.join(directory, named)
     if not os.path.exists(prefix + ".index"):
-        # Directories get moved; the checkpoint file often keeps an absolute path from elsewhere.
-        moved = os.path.join(directory, os.path.basename(prefix))
-        if os.path.exists(moved + ".index"):
-            prefix = moved
-        else:
-            raise ArtifactError(directory, f"the `checkpoint` file names {prefix}, which has no .index file")
+        raise ArtifactError(directory, f"the `checkpoint` file names {named}, which has no .index file")
     return _checkpoint(prefix, prefix)
 
 

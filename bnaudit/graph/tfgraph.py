@@ -379,20 +379,17 @@ class GraphView:
             if len(consts) == 1 and len(others) == 1:
                 variance = others[0]
         inv, scale = rsqrt, None
-        muls = [c for c, ref in body.consumers(rsqrt) if not ref.control and body.op(c) == "Mul"]
-        if len(muls) == 1:
-            inner = [c for c, ref in body.consumers(muls[0]) if not ref.control and body.op(c) == "Mul"]
-            if len(inner) >= 2:
-                inv = muls[0]
+        for mul in _forward_uses(body, rsqrt, "Mul"):
+            if len(_forward_uses(body, mul, "Mul")) >= 2:
+                inv = mul
                 scale = next((r for r in body.data_refs(inv) if r.node != rsqrt), None)
+                break
         x_ref = mean_ref = offset_ref = None
-        for consumer, ref in body.consumers(inv):
-            if ref.control or body.op(consumer) != "Mul":
-                continue
+        for consumer in _forward_uses(body, inv, "Mul"):
             other = next((r for r in body.data_refs(consumer) if r.node != inv), None)
             if other is None:
                 continue
-            uses = {body.op(c): c for c, r in body.consumers(consumer) if not r.control}
+            uses = {body.op(c): c for c in _forward_uses(body, consumer)}
             if "Sub" in uses or "Neg" in uses:
                 mean_ref = other
                 sub = uses.get("Sub")
@@ -485,6 +482,13 @@ class GraphView:
                 seen.add(ref.node)
                 queue.append(ref.node)
         return seen
+
+
+def _forward_uses(body: Body, name: str, op: str | None = None) -> list[str]:
+    """Data consumers of a node on the forward path (gradient ops left out)."""
+    return [consumer for consumer, ref in body.consumers(name)
+            if not ref.control and (op is None or body.op(consumer) == op)
+            and not consumer.startswith("gradients") and "/gradients" not in consumer]
 
 
 @dataclass

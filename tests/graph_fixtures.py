@@ -1,0 +1,101 @@
+"""Session fixtures for the `bnaudit graph` tests: run every training script once, in parallel.
+
+Each script in fixtures/training trains a small model on synthetic data on the CPU and
+writes its artifacts into its own directory; ARTIFACTS says what `bnaudit graph` must
+report on each one.  Test modules import these names directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINING = ROOT / "fixtures" / "training"
+
+# artifact id -> (script, path inside the script's output directory, expected codes)
+ARTIFACTS = {
+    # correct counterparts, every format
+    "tf1-checkpoint-dir": ("tf1_correct", "ckpt", set()),
+    "tf1-checkpoint-prefix": ("tf1_correct", "ckpt/model.ckpt-300", set()),
+    "tf1-meta": ("tf1_correct", "ckpt/model.ckpt-300.meta", set()),
+    "tf1-savedmodel": ("tf1_correct", "savedmodel", set()),
+    "frozen-pb": ("tf1_correct", "frozen.pb", set()),
+    "frozen-pbtxt": ("tf1_correct", "frozen.pbtxt", set()),
+    "keras": ("keras_correct", "model.keras", set()),
+    "h5": ("keras_correct", "model.h5", set()),
+    "weights-h5": ("keras_correct", "model.weights.h5", set()),
+    "keras-export": ("keras_correct", "export", set()),
+    "tf2-savedmodel": ("keras_correct", "tf2_savedmodel", set()),
+    "lambda-keras": ("keras_lambda_writes_file", "lambda.keras", set()),
+    # one per fault
+    "bn001-unrun-update-ops": ("tf1_unrun_update_ops", "ckpt", {"BN001", "BN010"}),
+    "bn002-cond-duplicated": ("tf1_cond_duplicated", "ckpt", {"BN002"}),
+    "bn004-saver-trainable": ("tf1_saver_trainable", "ckpt", {"BN004"}),
+    "bn005-negative-variance": ("tf1_negative_variance", "ckpt", {"BN005"}),
+    "bn009-slow-decay": ("tf1_slow_decay", "ckpt", {"BN009"}),
+    "bn010-keras-loop": ("keras_loop_no_training", "ckpt", {"BN010"}),
+    "bn011-serving-training-true": ("tf2_serving_training_true", "savedmodel", {"BN011"}),
+    "bn012-nonfinite": ("tf1_nonfinite", "ckpt", {"BN012"}),
+}
+# Faults a script writes into the artifact after training: no source pattern shows them.
+INJECTED = {"tf1_negative_variance": {"BN005"}, "tf1_nonfinite": {"BN012"}}
+SCRIPTS = sorted({script for script, _, _ in ARTIFACTS.values()})
+
+
+def _run_script(script: str, out: Path) -> tuple[str, int, str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
+    env.pop("BNAUDIT_LAMBDA_MARKER", None)
+    proc = subprocess.run([sys.executable, str(TRAINING / f"{script}.py"), str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    return script, proc.returncode, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Script name -> its output directory; every script ran once, two at a time."""
+    base = tmp_path_factory.mktemp("trained")
+    outputs = {script: base / script for script in SCRIPTS}
+    # Longest first, so the two workers finish together.
+    order = sorted(SCRIPTS, key=lambda s: (not s.startswith(("keras", "tf2")), s))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda s: _run_script(s, outputs[s]), order))
+    failures = [f"{script} exited {code}:\n{log}" for script, code, log in results if code != 0]
+    if failures:
+        pytest.fail("training scripts failed:\n" + "\n\n".join(failures))
+    return outputs
+
+
+@pytest.fixture(scope="session")
+def artifact_path(trained):
+    def path(artifact_id: str) -> Path:
+        script, relative, _ = ARTIFACTS[artifact_id]
+        return trained[script] / relative
+    return path
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`bnaudit ARGS` in this process (TensorFlow imported once): (exit code, stdout, stderr)."""
+    from bnaudit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def graph_json(*paths) -> tuple[int, list[dict], str]:
+    code, out, err = run_cli("graph", "--format", "json", *map(str, paths))
+    return code, (json.loads(out) if out.strip() else []), err
+
+
+def codes_of(findings: list[dict]) -> set[str]:
+    return {finding["code"] for finding in findings}
