@@ -109,6 +109,8 @@ class ModuleFacts:
     tests: list[TestFact] = field(default_factory=list)
     # `a - b` expressions (loc, value): where a one-pass variance would be computed.
     subtractions: list[tuple[int, V.Value]] = field(default_factory=list)
+    # dict displays (loc, value): where arguments such as batch_norm_params are set.
+    dicts: list[tuple[int, V.Value]] = field(default_factory=list)
 
 
 _SKIPPED_FIELDS = frozenset({
@@ -520,6 +522,9 @@ class Extractor(Walker):
         if isinstance(node.operator, cst.Subtract):
             self.facts.subtractions.append((self._index, self.value(node)))
 
+    def visit_Dict(self, node: cst.Dict) -> None:
+        self.facts.dicts.append((self._index, self.value(node)))
+
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
         kind = "and" if isinstance(node.operator, cst.And) else "or"
         self._test(kind, node.left)
@@ -565,7 +570,7 @@ class Extractor(Walker):
         self.facts.calls.append(fact)
         self._calls.append(fact.loc)
         self._open_calls.append(fact)
-        if isinstance(value.func, V.Dotted) and value.func.name == "bool" and value.args:
+        if isinstance(value.func, V.Ref) and value.func.name == "bool" and len(node.args) == 1:
             self._test("bool", node.args[0].value)
 
     def leave_Call(self, node: cst.Call) -> None:

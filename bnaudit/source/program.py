@@ -81,6 +81,8 @@ class BatchNormUse:
     how: str        # direct, normalizer_fn, partial; construct/apply for layer classes
     args: dict[str, Located] = field(default_factory=dict)
     unknown_args: bool = False                    # **kwargs or an arg_scope we could not read
+    # Arguments set away from the call (a params dict, an arg_scope): (module, loc) of where.
+    sources: dict[str, tuple[ModuleFacts, int]] = field(default_factory=dict)
 
     @property
     def module(self) -> ModuleFacts:
@@ -101,6 +103,9 @@ class Program:
             id(module): {call.loc: call for call in module.calls} for module in modules
         }
         self._callers: dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]] | None = None
+        self._lexical: dict[tuple[int, str], Frame] = {}
+        self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None]] = {}
+        self._methods: dict[int, dict[tuple[str, str], str]] = {}
 
     # ------------------------------------------------------------ resolving
     def lookup_name(self, module: ModuleFacts, name: str, scope: str, loc: int) -> V.Value:
@@ -137,12 +142,13 @@ class Program:
         assigns = module.assigns.get((ref.scope, ref.name))
         if assigns:
             return assigns[-1].value
-        cls = ref.scope.rsplit("::", 1)[0]
-        method = ref.name.split(".", 1)[1]
-        for qualname in module.functions:
-            if qualname == f"{cls}.{method}" or qualname.endswith(f".{cls}.{method}"):
-                return V.FunctionRef(module.module, qualname)
-        return V.UNKNOWN
+        methods = self._methods.get(id(module))
+        if methods is None:
+            methods = self._methods[id(module)] = {
+                (fn.class_name, qualname.rsplit(".", 1)[-1]): qualname
+                for qualname, fn in module.functions.items() if fn.class_name}
+        qualname = methods.get((ref.scope.rsplit("::", 1)[0], ref.name.split(".", 1)[1]))
+        return V.FunctionRef(module.module, qualname) if qualname else V.UNKNOWN
 
     def _lookup_dotted(self, name: str) -> V.Value | None:
         """``pkg.model.build`` -> the function/class/assignment in a checked module."""
@@ -159,10 +165,13 @@ class Program:
             tail = f"{rest}.{tail}"
         return None
 
-    @staticmethod
-    def lexical(module: ModuleFacts, scope: str) -> Frame:
-        """A frame for reading a function's code without knowing its callers."""
-        return Frame(module, scope, None if scope else {})
+    def lexical(self, module: ModuleFacts, scope: str) -> Frame:
+        """A frame for reading a function's code without knowing its callers (one per scope)."""
+        key = (id(module), scope)
+        frame = self._lexical.get(key)
+        if frame is None:
+            frame = self._lexical[key] = Frame(module, scope, None if scope else {})
+        return frame
 
     def module_of(self, name: str) -> ModuleFacts | None:
         return self.by_name.get(name)
@@ -194,11 +203,20 @@ class Program:
             found = self._lookup_dotted(value.name)
             if found is not None:
                 module = self.by_name.get(value.name.rpartition(".")[0])
-                return Located(found, Frame(module, "") if module is not None else frame)
+                return Located(found, self.lexical(module, "") if module is not None else frame)
         return None
 
     def deref(self, value: V.Value, frame: Frame | None) -> Located:
-        """Follow names and parameters until a value that says what it is."""
+        """Follow names and parameters until a value that says what it is (memoized)."""
+        key = (id(value), id(frame))
+        hit = self._deref.get(key)
+        if hit is not None:
+            return hit[0]
+        result = self._deref_uncached(value, frame)
+        self._deref[key] = (result, value, frame)  # the references keep the ids from being reused
+        return result
+
+    def _deref_uncached(self, value: V.Value, frame: Frame | None) -> Located:
         located = Located(value, frame)
         for _ in range(MAX_DEPTH):
             nxt = self.step(located)
@@ -275,9 +293,8 @@ class Program:
         if self._callers is None:
             self._callers = {}
             for module in self.modules:
-                root = Frame(module, "")
                 for call in module.calls:
-                    target = self.callee(call.value, Frame(module, call.scope, None, None) if call.scope else root)
+                    target = self.callee(call.value, self.lexical(module, call.scope))
                     if target is not None:
                         callee_module, fn, _ = target
                         self._callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
@@ -289,11 +306,11 @@ class Program:
         while scope and module.functions.get(scope) is not None and module.functions[scope].is_lambda:
             scope = module.functions[scope].parent
         if not scope:
-            return [Frame(module, "")]
+            return [self.lexical(module, "")]
         fn = module.functions.get(scope)
         sites = self.callers.get((id(module), scope), [])
         if fn is None or not sites or depth >= MAX_CALL_DEPTH:
-            return [Frame(module, scope, None)]
+            return [self.lexical(module, scope)]
         out: list[Frame] = []
         for caller_module, call in sites:
             for parent in self.frames(caller_module, call.scope, depth + 1):
@@ -320,9 +337,11 @@ class Program:
     def _bn_sites(self, module: ModuleFacts, call: CallFact) -> list[Site]:
         func = call.value.func
         # Cheap lexical screen before instantiating anything.
-        lexical = self.deref(func, Frame(module, call.scope, None))
+        lexical = self.deref(func, self.lexical(module, call.scope))
         value = lexical.value
         if isinstance(value, V.Dotted):
+            if value.name in catalogue.ARG_SCOPE:
+                return []  # configures layers; the layers it configures are the uses
             if catalogue.lookup(value.name) is not None or value.name in catalogue.SLIM_NORMALIZED_LAYERS \
                     or call.value.kwarg("normalizer_fn") is not None:
                 return self.sites(module, call)
@@ -340,7 +359,7 @@ class Program:
         call = site.call.value
         located = self.deref(call.func, site.frame)
         value = located.value
-        extra: list[tuple[V.Value, Frame | None]] = []      # dicts of defaults, lowest priority first
+        extra: list[tuple[V.Value, Frame | None, tuple | None]] = []  # dicts of defaults, lowest priority first
         how = "direct"
         api: BatchNormAPI | None = None
         target_call = call
@@ -350,7 +369,7 @@ class Program:
             if inner_name in catalogue.PARTIAL and value.args:
                 api = self.api_of(value.args[0], located.frame)
                 how = "partial"
-                extra.append((V.Dict(tuple((V.Const(k), v) for k, v in value.kwargs)), located.frame))
+                extra.append((V.Dict(tuple((V.Const(k), v) for k, v in value.kwargs)), located.frame, None))
             elif catalogue.lookup(inner_name) is not None and catalogue.lookup(inner_name).kind == catalogue.LAYER:
                 # `BatchNormalization(...)(x, training=...)`: the layer applied where it is built.
                 api = catalogue.lookup(inner_name)
@@ -366,10 +385,10 @@ class Program:
         if api is None or api.kind == catalogue.OP and how != "direct":
             return []
         use = BatchNormUse(api, site, how)
-        for ctx_value, frame in self._arg_scope_defaults(site, value if isinstance(value, V.Dotted) else None, api):
-            extra.insert(0, (ctx_value, frame))
-        for defaults, frame in extra:
-            self._merge_dict(use, defaults, frame)
+        for ctx_value, frame, source in self._arg_scope_defaults(site, value if isinstance(value, V.Dotted) else None, api):
+            extra.insert(0, (ctx_value, frame, source))
+        for defaults, frame, source in extra:
+            self._merge_dict(use, defaults, frame, source)
         if api.kind == catalogue.LAYER:
             use.how = "construct"
         self._read_args(use, api.params, target_call, site.frame)
@@ -378,10 +397,12 @@ class Program:
     def _read_args(self, use: BatchNormUse, params: tuple[str, ...], call: V.Call, frame: Frame | None) -> None:
         for name, arg in zip(params, call.args):
             use.args[name] = Located(arg, frame)
+            use.sources.pop(name, None)
         if call.star:
             use.unknown_args = True
         for name, arg in call.kwargs:
             use.args[name] = Located(arg, frame)
+            use.sources.pop(name, None)
         for splat in call.dstar:
             if not self._merge_dict(use, splat, frame):
                 use.unknown_args = True
@@ -393,30 +414,37 @@ class Program:
         for name, arg in call.kwargs:
             use.args[f"call:{name}"] = Located(arg, frame)
 
-    def _merge_dict(self, use: BatchNormUse, value: V.Value, frame: Frame | None) -> bool:
+    def _merge_dict(self, use: BatchNormUse, value: V.Value, frame: Frame | None,
+                    source: tuple[ModuleFacts, int] | None = None) -> bool:
         located = self.deref(value, frame)
         if not isinstance(located.value, V.Dict):
             return False
+        if source is None and located.frame is not None:
+            loc = next((loc for loc, d in located.frame.module.dicts if d is located.value), None)
+            source = (located.frame.module, loc) if loc is not None else None
         for key, item in located.value.items:
             if key is None:
                 if not self._merge_dict(use, item, located.frame):
                     use.unknown_args = True
             elif isinstance(key, V.Const) and isinstance(key.value, str):
                 use.args[key.value] = Located(item, located.frame)
+                if source is not None:
+                    use.sources[key.value] = source
+                else:
+                    use.sources.pop(key.value, None)
         return True
 
     def _arg_scope_defaults(self, site: Site, func: V.Dotted | None, api: BatchNormAPI
                             ) -> list[tuple[V.Value, Frame | None]]:
         """``slim.arg_scope([slim.batch_norm], decay=...)`` around the call, innermost first."""
-        found: list[tuple[V.Value, Frame | None]] = []
-        for ctx, frame in self.arg_scopes(site):
-            funcs, kwargs, ctx_frame = ctx
+        found: list[tuple[V.Value, Frame | None, tuple[ModuleFacts, int]]] = []
+        for (funcs, kwargs, ctx_frame), frame, ctx in self.arg_scopes(site):
             if any(self.api_of(f, ctx_frame) is api for f in funcs):
-                found.append((kwargs, ctx_frame))
+                found.append((kwargs, ctx_frame, (frame.module, ctx.loc)))
         found.reverse()
         return found
 
-    def arg_scopes(self, site: Site) -> list[tuple[tuple[list[V.Value], V.Value, Frame | None], Frame]]:
+    def arg_scopes(self, site: Site) -> list[tuple[tuple[list[V.Value], V.Value, Frame | None], Frame, ContextFact]]:
         out = []
         for ctx, frame in site.contexts():
             value = self.deref(ctx.value, frame)
@@ -430,7 +458,7 @@ class Program:
             items = list(funcs.items) if isinstance(funcs, V.Seq) else [funcs]
             kwargs = V.Dict(tuple((V.Const(k), v) for k, v in call.kwargs)
                             + tuple((None, d) for d in call.dstar))
-            out.append(((items, kwargs, value.frame), frame))
+            out.append(((items, kwargs, value.frame), frame, ctx))
         return out
 
     def _normalized_layer(self, site: Site, layer_name: str) -> list[BatchNormUse]:
@@ -440,7 +468,7 @@ class Program:
         frame: Frame | None = site.frame
         params_frame: Frame | None = site.frame
         if normalizer is None:
-            for (funcs, kwargs, ctx_frame), _ in reversed(self.arg_scopes(site)):
+            for (funcs, kwargs, ctx_frame), _, _ in reversed(self.arg_scopes(site)):
                 if any(self.qualname(f, ctx_frame) == layer_name for f in funcs):
                     assert isinstance(kwargs, V.Dict)
                     for key, item in kwargs.items:
@@ -454,8 +482,8 @@ class Program:
         if api is None or api.kind == catalogue.OP:
             return []
         use = BatchNormUse(api, site, "normalizer_fn")
-        for defaults, ctx_frame in self._arg_scope_defaults(site, None, api):
-            self._merge_dict(use, defaults, ctx_frame)
+        for defaults, ctx_frame, source in self._arg_scope_defaults(site, None, api):
+            self._merge_dict(use, defaults, ctx_frame, source)
         if params_value is not None and not self._merge_dict(use, params_value, params_frame):
             if not (isinstance(params_value, V.Const) and params_value.value is None):
                 use.unknown_args = True

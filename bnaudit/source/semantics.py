@@ -274,3 +274,14 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
                 todo.extend((ret, child) for ret in fn.returns)
         todo.extend((child, located.frame) for child in final.children())
     return calls, complete
+
+
+def graph_context(program: Program, site: Site) -> tuple[str, int] | None:
+    """The innermost ``with tf.Graph().as_default():`` around a site (a graph of its own), or None."""
+    found = None
+    for ctx, frame in site.contexts():
+        located = program.deref(ctx.value, frame)
+        value = located.value
+        if isinstance(value, V.Call) and isinstance(value.func, V.Attr) and value.func.attr == "as_default":
+            found = (frame.module.path, ctx.loc)
+    return found

@@ -10,6 +10,7 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import Program
 from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules.updates import reachable_modules
 
 RESIDUAL_LIMIT = 0.1
 _STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
@@ -60,38 +61,50 @@ def _stepping_functions(program: Program) -> frozenset[tuple[int, str]]:
     return frozenset(found)
 
 
-def training_steps(program: Program) -> int | None:
-    """The longest training length the program states as literals, or None."""
-    cache = program.__dict__.setdefault("_training_steps", {})
-    if "n" in cache:
-        return cache["n"]
-    lengths: list[int] = []
+_TRAINING_CALLS = frozenset({"train", "fit", "train_and_evaluate"})
+
+
+def _is_training_call(program: Program, module: ModuleFacts, call: CallFact) -> bool:
+    func = call.value.func
+    if isinstance(func, V.Attr):
+        return func.attr in _TRAINING_CALLS
+    name = program.qualname(func, program.lexical(module, call.scope)) or ""
+    return name.endswith(("TrainSpec", "learning.train"))
+
+
+def training_lengths(program: Program) -> list[tuple[ModuleFacts, int]]:
+    """Every training length the program states as literals, with the module that states it."""
+    cache = program.__dict__.setdefault("_training_lengths", [])
+    if cache:
+        return cache[0]
+    lengths: list[tuple[ModuleFacts, int]] = []
     stepping = _stepping_functions(program)
     for module in program.modules:
-        loops = module.loops
+        module_steps = False
         for call in module.calls:
             frame = program.lexical(module, call.scope)
-            for key, value in call.value.kwargs:
-                if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
-                    lengths.append(S.const_value(program, program.deref(value, frame)))
-            if isinstance(call.value.func, V.Attr) and call.value.func.attr == "fit":
+            if _is_training_call(program, module, call):
+                for key, value in call.value.kwargs:
+                    if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
+                        lengths.append((module, S.const_value(program, program.deref(value, frame))))
                 epochs = S.const_value(program, program.deref(call.value.kwarg("epochs") or V.UNKNOWN, frame))
                 per = S.const_value(program, program.deref(call.value.kwarg("steps_per_epoch") or V.UNKNOWN, frame))
                 if _int(epochs) and _int(per):
-                    lengths.append(epochs * per)
-            if loops and _is_step(program, module, call, stepping):
-                enclosing = [loop for loop in loops if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
+                    lengths.append((module, epochs * per))
+            if _is_step(program, module, call, stepping):
+                module_steps = True
+                enclosing = [loop for loop in module.loops
+                             if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
                 counts = [_range_count(program, loop.iter, frame) for loop in enclosing]
                 if enclosing and None not in counts:
-                    lengths.append(math.prod(counts))
-        for (scope, name), assigns in module.assigns.items():
-            if name.lower() in catalogue.STEP_NAMES:
-                for assign in assigns:
-                    value = _int(V.const(assign.value))
-                    if value:
-                        lengths.append(value)
-    cache["n"] = max(lengths) if lengths else None
-    return cache["n"]
+                    lengths.append((module, math.prod(counts)))
+        if module_steps:
+            # NUM_STEPS = 1000 at the top of a training script.
+            for (scope, name), assigns in module.assigns.items():
+                if not scope and name.lower() in catalogue.STEP_NAMES:
+                    lengths.extend((module, value) for a in assigns if (value := _int(V.const(a.value))))
+    cache.append(lengths)
+    return lengths
 
 
 class SlowMovingAverage(Rule):
@@ -124,10 +137,17 @@ with tf.Session() as sess:
                 if use.api.stateful and use.api.decay and use.how != "apply" and use.api.family != "bnaudit"]
         if not uses:
             return
-        steps = training_steps(program)
-        if steps is None:
+        lengths = training_lengths(program)
+        if not lengths:
             return
+        reach = {id(module): reachable_modules(program, module) for module, _ in lengths}
         for use in uses:
+            # The longest run stated in a module that builds (imports) this layer.
+            stated = [n for module, n in lengths
+                      if id(use.site.root.module) in reach[id(module)] or id(use.module) in reach[id(module)]]
+            if not stated:
+                continue
+            steps = max(stated)
             given = program.arg(use, use.api.decay)
             if given is None:
                 if use.unknown_args:
@@ -142,7 +162,8 @@ with tf.Session() as sess:
                 continue
             needed = math.ceil(math.log(0.01) / math.log(decay))
             source = "" if given is not None else f" (the default of {use.api.qualnames[0].rsplit('.', 1)[-1]})"
-            report.add(self.code, use.module, use.call.loc,
+            module, loc = use.sources.get(use.api.decay, (use.module, use.call.loc))
+            report.add(self.code, module, loc,
                        f"{use.api.decay}={decay}{source} over the {steps} training steps this program runs leaves "
                        f"{residual:.2f} of the initializer (mean 0, variance 1) in the moving statistics; they "
                        f"need about {needed} steps to get within 1%, so inference is off until then",

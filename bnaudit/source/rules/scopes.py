@@ -114,9 +114,11 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                            "the scope comes from `tf.name_scope(...) as scope`; variables ignore name scopes, "
                            "so this layer's variables are not where the name says and are not shared",
                            fix="Use `tf.variable_scope(...)` (or pass a plain string) as the layer's scope.")
-        by_root: dict[int, list[_Layer]] = {}
+        # Layers collide only within one graph: same top-level code, same `tf.Graph().as_default()`.
+        by_root: dict[tuple, list[_Layer]] = {}
         for layer in layers:
-            by_root.setdefault(id(layer.chain[0][0]), []).append(layer)
+            key = (id(layer.chain[0][0]), S.graph_context(program, layer.use.site))
+            by_root.setdefault(key, []).append(layer)
         for group in by_root.values():
             group.sort(key=lambda layer: layer.order)
             self._duplicates(program, report, group)

@@ -16,8 +16,10 @@ _WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
 # Names of functions and results on an evaluation path.  Not "inference": TF tutorials name the
 # model-building function inference() and call it for training too.
 _EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "valid", "validate", "validation", "val", "predict",
-                         "prediction", "predictions", "infer", "serve", "serving", "export"})
-_EVAL_TARGET_WORDS = _EVAL_WORDS | {"test"}
+                         "infer", "serve", "serving", "export"})
+# Names of results: "predictions" is what a training step computes too.
+_EVAL_TARGET_WORDS = frozenset({"eval", "evaluation", "valid", "validation", "val", "test", "infer", "inference",
+                                "serving", "export"})
 
 
 def _words(name: str | None) -> set[str]:
@@ -124,6 +126,20 @@ def train_step(x, y):
                 return
 
 
+_FLAG_WORDS = frozenset({"train", "training", "phase", "learning", "mode", "istraining", "bn", "test", "eval"})
+
+
+def _is_flag(value: V.Value) -> bool:
+    """A training flag by its name (``is_training``, ``phase_train``, ``self.train_mode``) or learning_phase()."""
+    if isinstance(value, V.Ref):
+        return bool(_words(value.name.rsplit(".", 1)[-1]) & _FLAG_WORDS)
+    if isinstance(value, V.Attr):
+        return bool(_words(value.attr) & _FLAG_WORDS)
+    if isinstance(value, V.Call):
+        return isinstance(value.func, V.Dotted) and "learning_phase" in value.func.name
+    return False
+
+
 class PythonBoolOnTensor(Rule):
     code = "BN007"
     invalid = (
@@ -156,6 +172,8 @@ if is_training:
             if not module.tests or not S.graph_mode(program, module):
                 continue
             for test in module.tests:
+                if not _is_flag(test.value):
+                    continue
                 for frame in program.frames(module, test.scope):
                     if S.is_graph_tensor(program, test.value, frame):
                         report.add(self.code, module, test.loc, self._message(test.kind, test.value))
