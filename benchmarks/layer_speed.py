@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bnaudit.layers import BatchNorm  # noqa: E402
+from bnaudit.layers import BatchNorm, core  # noqa: E402
 
 SHAPES = ((32, 56, 56, 64), (8, 112, 112, 64), (256, 1024))
 MOMENTUM, EPSILON = 0.99, 1e-3
@@ -105,26 +105,25 @@ def _build(impl: str, x: tf.Tensor, axis: int):
 
         return train, infer
 
-    # floor: the kernel alone, on the same 4-D view bnaudit uses.
-    rank = x.shape.rank
-    fmt = "NHWC" if axis % rank == rank - 1 else "NCHW"
-    view = x.shape if rank == 4 else [-1, 1, 1, channels]
+    # floor: the kernel alone, on the same 4-D view bnaudit uses, no moving averages.
+    layout = core.Layout.of(x.shape.rank, axis, core.prefer_nchw())
     empty = tf.constant([], tf.float32)
+    dy4 = layout.to_kernel(dy)
 
     @tf.function
     def train(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = tf.raw_ops.FusedBatchNormV3(
-                x=tf.reshape(x, view), scale=gamma, offset=beta, mean=empty, variance=empty,
-                epsilon=EPSILON, exponential_avg_factor=1.0, data_format=fmt, is_training=True).y
-        return tape.gradient(y, [x, gamma, beta], output_gradients=tf.reshape(dy, view))
+                x=layout.to_kernel(x), scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=EPSILON,
+                exponential_avg_factor=1.0, data_format=layout.data_format, is_training=True).y
+        return tape.gradient(y, [x, gamma, beta], output_gradients=dy4)
 
     @tf.function
     def infer(x):
-        return tf.reshape(tf.raw_ops.FusedBatchNormV3(
-            x=tf.reshape(x, view), scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
-            epsilon=EPSILON, exponential_avg_factor=1.0, data_format=fmt, is_training=False).y, x.shape)
+        return layout.from_kernel(tf.raw_ops.FusedBatchNormV3(
+            x=layout.to_kernel(x), scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
+            epsilon=EPSILON, exponential_avg_factor=1.0, data_format=layout.data_format, is_training=False).y, x)
 
     return train, infer
 

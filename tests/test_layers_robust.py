@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import layers_helpers as ref  # noqa: E402
-from bnaudit.layers import BatchNorm, batch_norm  # noqa: E402
+from bnaudit.layers import BatchNorm, batch_norm, core  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -167,13 +167,17 @@ def test_nonfinite_batch_does_not_enter_the_averages(bad):
     assert layer.num_updates.numpy() == count
 
 
-def test_empty_batch_does_not_enter_the_averages():
-    layer = BatchNorm()
-    layer.build((None, 3))
-    y = layer(np.zeros((0, 3), np.float32), training=True)
-    assert y.shape == (0, 3)
+@pytest.mark.parametrize("shape,axis", [((0, 3), -1), ((0, 3, 4), 1), ((0, 2, 2, 3), -1)])
+def test_empty_batch_does_not_enter_the_averages(shape, axis):
+    layer = BatchNorm(axis=axis)
+    layer.build((None,) + shape[1:])
+    y = layer(np.zeros(shape, np.float32), training=True)
+    assert y.shape == shape
     assert layer.num_updates.numpy() == 0
     np.testing.assert_array_equal(layer.moving_variance.numpy(), 1.0)
+    step = tf.function(lambda x: layer(x, training=True))
+    assert step(np.zeros(shape, np.float32)).shape == shape
+    assert layer.num_updates.numpy() == 0
 
 
 def test_a_negative_stored_variance_reads_as_zero():
@@ -251,6 +255,23 @@ def test_reshaped_inputs_give_the_4d_results(shape, axis):
     got = got_layer(x, training=False).numpy()
     want = nhwc_layer(nhwc, training=False).numpy()
     np.testing.assert_allclose(np.moveaxis(got, axis, -1).reshape(nhwc.shape), want, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape", [(32, 6), (4, 3, 5), (4, 3, 2, 2, 5)])
+def test_channels_last_views_are_the_same_in_nhwc_and_nchw(shape):
+    """The NCHW view a GPU gets ([rest, C, 1, 1]) gives the CPU's NHWC results."""
+    x = tf.constant(np.random.default_rng(8).normal(3, 2, shape).astype(np.float32))
+    gamma, beta = tf.fill([shape[-1]], 1.5), tf.fill([shape[-1]], 0.25)
+    results = []
+    for nchw in (False, True):
+        layout = core.Layout.of(len(shape), -1, prefer_nchw=nchw)
+        assert layout.data_format == ("NCHW" if nchw else "NHWC")
+        y, mean, var = core.normalize_training(x, gamma, beta, 1e-3, layout)
+        inference = core.normalize_inference(x, gamma, beta, mean, var, 1e-3, layout)
+        results.append([t.numpy() for t in (y, mean, var, inference)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[0][0], ref.forward_train(x.numpy(), 1.5, 0.25, 1e-3, -1), atol=1e-5)
 
 
 def test_functional_graph_is_fused_for_a_dense_input():

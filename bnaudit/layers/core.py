@@ -70,9 +70,11 @@ class Layout:
     """How an input of some rank and channel axis is viewed as a 4-D tensor for the kernel.
 
     ``reshape`` is False when the input already is 4-D NHWC (axis -1) or NCHW
-    (axis 1); otherwise the input is reshaped, which is free: channels last
-    becomes ``[rest, 1, 1, C]`` in NHWC, any other axis ``[before, C, after, 1]``
-    in NCHW.  No data moves, so results match the 4-D computation.
+    (axis 1); otherwise the input is reshaped, which moves no data: channels
+    last becomes ``[rest, 1, 1, C]`` in NHWC, any other axis
+    ``[before, C, after, 1]`` in NCHW.  Channels last may also be viewed as
+    ``[rest, C, 1, 1]`` in NCHW (the same bytes): the layout cuDNN takes
+    without transposing, where the CPU kernel prefers NHWC.
     """
 
     rank: int
@@ -81,13 +83,13 @@ class Layout:
     reshape: bool
 
     @classmethod
-    def of(cls, rank: int, axis: int) -> "Layout":
+    def of(cls, rank: int, axis: int, prefer_nchw: bool = False) -> "Layout":
         if rank < 1:
             raise ValueError("batch norm needs an input of rank >= 1")
         if not -rank <= axis < rank:
             raise ValueError(f"axis {axis} is out of range for an input of rank {rank}")
         axis %= rank
-        if axis == rank - 1:
+        if axis == rank - 1 and (rank == 4 or not prefer_nchw):
             return cls(rank, axis, "NHWC", rank != 4)
         return cls(rank, axis, "NCHW", rank != 4 or axis != 1)
 
@@ -97,8 +99,8 @@ class Layout:
         channels = x.shape[self.axis]
         if self.data_format == "NHWC":
             return tf.reshape(x, [-1, 1, 1, channels])
-        before = _prod(x, 0, self.axis)
-        return tf.reshape(x, [before, channels, -1, 1])
+        # Both sizes explicit: a -1 cannot be inferred for an empty batch.
+        return tf.reshape(x, [_prod(x, 0, self.axis), channels, _prod(x, self.axis + 1, self.rank), 1])
 
     def from_kernel(self, y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         if not self.reshape:
@@ -106,6 +108,11 @@ class Layout:
         shape = x.shape
         target = shape.as_list() if shape.is_fully_defined() else tf.shape(x)
         return tf.reshape(y, target)
+
+
+def prefer_nchw() -> bool:
+    """Whether reshaped views should be NCHW: when a GPU is visible, where cuDNN wants NCHW float32."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _prod(x: tf.Tensor, start: int, stop: int):

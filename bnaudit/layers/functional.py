@@ -80,7 +80,7 @@ def batch_norm(
     x = tf.convert_to_tensor(inputs, name="inputs")
     if x.shape.rank is None:
         raise ValueError("batch_norm needs an input of known rank")
-    layout = core.Layout.of(x.shape.rank, core.resolve_axis(axis, data_format))
+    layout = core.Layout.of(x.shape.rank, core.resolve_axis(axis, data_format), core.prefer_nchw())
     channels = x.shape[layout.axis]
     if channels is None:
         raise ValueError(f"the size of axis {axis} must be known, got shape {x.shape}")

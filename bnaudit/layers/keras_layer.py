@@ -70,7 +70,7 @@ class BatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         rank = len(input_shape)
-        self._layout = core.Layout.of(rank, self.axis)
+        self._layout = core.Layout.of(rank, self.axis, core.prefer_nchw())
         channels = input_shape[self._layout.axis]
         if channels is None:
             raise ValueError(f"axis {self.axis} of the input must have a known size, got {input_shape}")
