@@ -149,3 +149,9 @@ def test_keras_file_round_trip(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["bnaudit.layers.keras_layer", "4.0"]
+
+
+def test_masks_are_refused_not_silently_ignored():
+    embedded = keras.layers.Embedding(10, 4, mask_zero=True)(np.array([[1, 2, 0, 0]]))
+    with pytest.raises(ValueError, match="mask"):
+        BatchNorm()(embedded, training=True)

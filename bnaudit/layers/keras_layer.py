@@ -29,7 +29,7 @@ class BatchNorm(keras.layers.Layer):
 
     Call: ``layer(inputs, training=None)``; ``training`` is a Python bool or a
     scalar boolean tensor (one ``tf.cond``), ``None`` means Keras's current
-    mode (inference outside ``fit``).
+    mode (inference outside ``fit``).  Masks are refused rather than ignored.
     """
 
     def __init__(
@@ -95,6 +95,11 @@ class BatchNorm(keras.layers.Layer):
         return input_shape
 
     def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            # Keras would leave masked positions out of the moments; the fused kernel cannot,
+            # and statistics silently polluted by padding are the kind of fault this layer exists to avoid.
+            raise ValueError("bnaudit.layers.BatchNorm does not support masks; use "
+                             "keras.layers.BatchNormalization for masked sequences")
         # As in Keras: a frozen layer (trainable=False) always runs in inference mode.
         if training is None or not self.trainable:
             training = False
