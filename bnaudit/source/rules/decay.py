@@ -10,10 +10,14 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import Program
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.updates import reachable_modules
+from bnaudit.source.rules.scopes import chain
 
 RESIDUAL_LIMIT = 0.1
 _STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
+
+
+def _top(scope: str) -> str:
+    return scope.split(".<lambda")[0]
 
 
 def _int(value) -> int | None:
@@ -72,12 +76,12 @@ def _is_training_call(program: Program, module: ModuleFacts, call: CallFact) -> 
     return name.endswith(("TrainSpec", "learning.train"))
 
 
-def training_lengths(program: Program) -> list[tuple[ModuleFacts, int]]:
-    """Every training length the program states as literals, with the module that states it."""
+def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
+    """Every training length the program states as literals, with the module and function that state it."""
     cache = program.__dict__.setdefault("_training_lengths", [])
     if cache:
         return cache[0]
-    lengths: list[tuple[ModuleFacts, int]] = []
+    lengths: list[tuple[ModuleFacts, str, int]] = []
     stepping = _stepping_functions(program)
     for module in program.modules:
         module_steps = False
@@ -86,23 +90,23 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, int]]:
             if _is_training_call(program, module, call):
                 for key, value in call.value.kwargs:
                     if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
-                        lengths.append((module, S.const_value(program, program.deref(value, frame))))
+                        lengths.append((module, _top(call.scope), S.const_value(program, program.deref(value, frame))))
                 epochs = S.const_value(program, program.deref(call.value.kwarg("epochs") or V.UNKNOWN, frame))
                 per = S.const_value(program, program.deref(call.value.kwarg("steps_per_epoch") or V.UNKNOWN, frame))
                 if _int(epochs) and _int(per):
-                    lengths.append((module, epochs * per))
+                    lengths.append((module, _top(call.scope), epochs * per))
             if _is_step(program, module, call, stepping):
                 module_steps = True
                 enclosing = [loop for loop in module.loops
                              if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
                 counts = [_range_count(program, loop.iter, frame) for loop in enclosing]
                 if enclosing and None not in counts:
-                    lengths.append((module, math.prod(counts)))
+                    lengths.append((module, _top(call.scope), math.prod(counts)))
         if module_steps:
             # NUM_STEPS = 1000 at the top of a training script.
             for (scope, name), assigns in module.assigns.items():
                 if not scope and name.lower() in catalogue.STEP_NAMES:
-                    lengths.extend((module, value) for a in assigns if (value := _int(V.const(a.value))))
+                    lengths.extend((module, "", value) for a in assigns if (value := _int(V.const(a.value))))
     cache.append(lengths)
     return lengths
 
@@ -140,11 +144,12 @@ with tf.Session() as sess:
         lengths = training_lengths(program)
         if not lengths:
             return
-        reach = {id(module): reachable_modules(program, module) for module, _ in lengths}
         for use in uses:
-            # The longest run stated in a module that builds (imports) this layer.
-            stated = [n for module, n in lengths
-                      if id(use.site.root.module) in reach[id(module)] or id(use.module) in reach[id(module)]]
+            # The longest run stated where this layer is built: in a function on its call chain, or at
+            # the top level of a module on it.
+            calls = chain(use)
+            stated = [n for module, scope, n in lengths
+                      if any(m is module and (not scope or _top(c.scope) == scope or not c.scope) for m, c in calls)]
             if not stated:
                 continue
             steps = max(stated)
