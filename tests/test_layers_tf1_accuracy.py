@@ -40,6 +40,8 @@ def results():
 def test_bnaudit_test_accuracy_matches_training_accuracy(results):
     run = results["bnaudit"]
     assert run["update_ops"] == 0
+    # Legacy graph mode (ref variables, v1 cond): one update per training step, none at evaluation.
+    assert run["num_updates"] == [run["steps"], run["steps"]]
     assert run["train_accuracy"] > 0.95
     assert run["test_accuracy"] > 0.93
     assert run["test_accuracy"] >= run["train_accuracy"] - 0.05
