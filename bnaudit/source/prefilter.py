@@ -2,8 +2,8 @@
 
 A file can contribute to a finding only if it mentions batch norm itself, or
 if it builds a train op, saver, training loop or flag *and* imports (within
-two hops) a checked module that mentions batch norm.  Everything else is
-read, matched against two regular expressions, and dropped.
+two hops) a checked module that calls a batch-norm API.  Everything else is
+read, matched against a few regular expressions, and dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from bnaudit import catalogue
 _BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "moving_var", "moving_avg",
                                           "ExponentialMovingAverage"}, key=len, reverse=True)
 BN_RE = re.compile("|".join(re.escape(name) for name in _BN_NAMES))
+# A batch-norm API called (not defined): `batch_norm(` outside a `def`/`class` line.
+_BN_CALL_RE = re.compile(
+    r"^(?![ \t]*(?:def|class)\b).*?\b(?:"
+    + "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
+    + r")\s*\(", re.MULTILINE)
 
 # What a file without batch norm must mention to matter to a rule.
 RELATED_RE = re.compile(
@@ -67,7 +72,9 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     bn_paths = {path for path, text in texts.items() if mentions_batch_norm(text)}
     if not bn_paths:
         return set()
-    bn_modules = {modules[path][0] for path in bn_paths}
+    # Only modules that build layers link other files in (a library module that defines
+    # batch_normalization does not make every file importing it relevant).
+    bn_modules = {modules[path][0] for path in bn_paths if _BN_CALL_RE.search(texts[path])}
     # Modules that reach a batch-norm module within two import hops.
     reaching: set[str] = set(bn_modules)
     imports = {path: imported_modules(texts[path], *modules[path]) for path in texts
