@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -118,6 +119,12 @@ def _run_graph(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_ERROR
     try:
+        have_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    except ValueError:  # present in sys.modules but not importable
+        have_tensorflow = False
+    try:
+        if not have_tensorflow:
+            raise ImportError("No module named 'tensorflow'")
         from bnaudit.graph.command import run as run_graph
     except ImportError as exc:
         _error(f"bnaudit graph needs TensorFlow ({exc}); install it with: pip install 'bnaudit[tf]'")
