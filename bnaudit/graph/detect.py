@@ -77,6 +77,12 @@ def read_artifact(path: str) -> Artifact:
     if not os.path.exists(path):
         if os.path.exists(path + ".index"):
             return _checkpoint(path, path)
+        try:
+            os.stat(path)
+        except PermissionError:
+            raise ArtifactError(path, "cannot reach the path (permission denied)") from None
+        except OSError:
+            pass
         raise ArtifactError(path, f"no such file or directory (expected {EXPECTED})")
     if not os.access(path, os.R_OK):
         raise ArtifactError(path, "cannot read the file (permission denied)")
