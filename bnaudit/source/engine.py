@@ -14,6 +14,7 @@ from pathlib import Path
 
 import libcst as cst
 
+from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
 from bnaudit.source import prefilter
 from bnaudit.source.discover import discover, module_name
@@ -42,6 +43,12 @@ class ParseFailure:
     message: str
 
 
+@dataclass
+class InternalError:
+    path: str
+    message: str
+
+
 def _display(path: Path) -> str:
     try:
         return os.path.relpath(path)
@@ -67,6 +74,10 @@ def parse(path: str, data: bytes) -> cst.Module | ParseFailure:
         return ParseFailure(path, 1, 1, f"cannot decode the file: {exc}")
     except RecursionError:
         return ParseFailure(path, 1, 1, "the file is nested too deeply to parse")
+    except Exception as exc:  # noqa: BLE001 - libcst rejects a few inputs in its own ways
+        if os.environ.get("BNAUDIT_DEBUG"):
+            raise
+        return ParseFailure(path, 1, 1, f"cannot parse the file: {exc}")
 
 
 def _extract_job(job: tuple[str, bytes, str, bool]) -> ModuleFacts | ParseFailure:
@@ -78,6 +89,10 @@ def _extract_job(job: tuple[str, bytes, str, bool]) -> ModuleFacts | ParseFailur
         return extract(module, path, name, is_package)
     except RecursionError:
         return ParseFailure(path, 1, 1, "the file is nested too deeply to analyze")
+    except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the others
+        if os.environ.get("BNAUDIT_DEBUG"):
+            raise
+        return InternalError(path, f"{type(exc).__name__}: {exc}")
 
 
 def _decode(data: bytes) -> str:
@@ -122,7 +137,10 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
 
     facts = [o for o in outcomes if isinstance(o, ModuleFacts)]
     failures = [o for o in outcomes if isinstance(o, ParseFailure)]
-    raw = run_all(Program(facts), select) if facts else []
+    result.errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 for a "
+                         f"traceback" for o in outcomes if isinstance(o, InternalError))
+    wanted_codes = None if select is None and not ignore else (set(select or FAULTS) - set(ignore or ()))
+    raw = run_all(Program(facts), wanted_codes, result.errors) if facts else []
 
     findings = [Finding(f.path, f.line, f.column, "BN000", f.message) for f in failures]
     findings.extend(_place(raw, data))

@@ -7,6 +7,7 @@ framework does the parsing, the linking, the positions and the output.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -70,10 +71,19 @@ def load_rules() -> list[type[Rule]]:
     return Rule.registry
 
 
-def run_all(program: Program, codes: set[str] | None = None) -> list[RawFinding]:
+def run_all(program: Program, codes: set[str] | None = None,
+            errors: list[str] | None = None) -> list[RawFinding]:
+    """Every selected rule over the program; a rule that fails is reported in ``errors``, not fatal."""
     load_rules()
     report = Report()
     for rule in Rule.registry:
         if codes is None or rule.code in codes:
-            rule().check(program, report)
+            try:
+                rule().check(program, report)
+            except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the others
+                if os.environ.get("BNAUDIT_DEBUG"):
+                    raise
+                if errors is not None:
+                    errors.append(f"internal error in rule {rule.code} ({type(exc).__name__}: {exc}); its "
+                                  f"findings are missing; set BNAUDIT_DEBUG=1 for a traceback")
     return report.findings
