@@ -1,0 +1,275 @@
+"""The program model: how arguments reach a batch norm (wrappers, dicts, arg_scope, partial, methods,
+imports across files) and how names are resolved.  Each case is a small program run through the analyzer."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bnaudit.source import analyze
+from support import check_text, expectations, normalize
+
+
+def check_files(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, str, int]]:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(normalize(text))
+    result = analyze([tmp_path])
+    return sorted((Path(f.path).relative_to(tmp_path).as_posix() if Path(f.path).is_absolute()
+                   else Path(f.path).name, f.code, f.line) for f in result.findings)
+
+
+CASES = {
+    "wrapper passes a Python flag": """
+        import tensorflow as tf
+        def bn(x, is_training):
+            return tf.contrib.layers.batch_norm(x, is_training=is_training, updates_collections=None)
+        x = tf.placeholder(tf.float32, [None, 4])
+        y = bn(x, True)
+        if y is None:
+            pass
+        """,
+    "in-place updates through a params dict passed along": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def net(x, params):
+            return slim.conv2d(x, 8, [3, 3], normalizer_fn=slim.batch_norm, normalizer_params=params)
+        bn_params = {'is_training': True, 'decay': 0.9, 'updates_collections': None}
+        x = tf.placeholder(tf.float32, [None, 8, 8, 3])
+        loss = tf.reduce_mean(net(x, bn_params))
+        train_op = tf.train.AdamOptimizer().minimize(loss)
+        """,
+    "collection updates through a params dict passed along": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def net(x, params):
+            return slim.conv2d(x, 8, [3, 3], normalizer_fn=slim.batch_norm, normalizer_params=params)
+        bn_params = {'is_training': True, 'decay': 0.9}
+        x = tf.placeholder(tf.float32, [None, 8, 8, 3])
+        loss = tf.reduce_mean(net(x, bn_params))
+        train_op = tf.train.AdamOptimizer().minimize(loss)  # expect: BN001
+        """,
+    "arg_scope around the call of the model function": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def net(x):
+            return slim.batch_norm(x)
+        x = tf.placeholder(tf.float32, [None, 4])
+        with slim.arg_scope([slim.batch_norm], updates_collections=None, decay=0.9):
+            y = net(x)
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(y))
+        """,
+    "partial with updates in place": """
+        import functools
+        import tensorflow as tf
+        bn = functools.partial(tf.contrib.layers.batch_norm, updates_collections=None, decay=0.9)
+        x = tf.placeholder(tf.float32, [None, 4])
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(bn(x)))
+        """,
+    "method on self with a Python flag": """
+        import tensorflow as tf
+        class Model:
+            def __init__(self):
+                self.is_training = True
+            def build(self, x):
+                if self.is_training:
+                    return tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)
+                return x
+        x = tf.placeholder(tf.float32, [None, 4])
+        y = Model().build(x)
+        """,
+    "method on self with a placeholder flag": """
+        import tensorflow as tf
+        class Model:
+            def __init__(self):
+                self.is_training = tf.placeholder(tf.bool, [])
+            def build(self, x):
+                if self.is_training:  # expect: BN007
+                    return tf.contrib.layers.batch_norm(x, is_training=True, updates_collections=None)
+                return x
+        x = tf.placeholder(tf.float32, [None, 4])
+        y = Model().build(x)
+        """,
+    "tf.group of the train op and the updates": """
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x)
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        train_op = tf.group(train_op, *update_ops)
+        """,
+    "with_dependencies on the loss": """
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_ops
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x)
+        loss = tf.reduce_sum(h)
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        if update_ops:
+            updates = tf.tuple(update_ops)
+            loss = control_flow_ops.with_dependencies(updates, loss)
+        train_op = tf.train.AdamOptimizer().minimize(loss)
+        """,
+    "slim create_train_op": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = slim.batch_norm(x)
+        train_op = slim.learning.create_train_op(tf.reduce_sum(h), tf.train.AdamOptimizer())
+        """,
+    "tensorpack star import": """
+        from tensorpack import *
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        y = BatchNorm('bn', x, momentum=1.5)  # expect: BN005
+        """,
+    "keras 2 positional training flag": """
+        import tensorflow as tf
+        model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])
+        opt = tf.keras.optimizers.SGD()
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, True))
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        """,
+    "keras fine-tuning with frozen batch norm": """
+        import keras
+        import tensorflow as tf
+        base = keras.applications.ResNet50(weights=None)
+        opt = keras.optimizers.SGD()
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(base(x, training=False))
+            opt.apply_gradients(zip(tape.gradient(loss, base.trainable_variables), base.trainable_variables))
+        """,
+    "subclassed keras model in a tape without training": """
+        import keras
+        import tensorflow as tf
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.bn = keras.layers.BatchNormalization()
+            def call(self, x, training=None):
+                return self.bn(x, training=training)
+        net = Net()
+        opt = keras.optimizers.SGD()
+        def step(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(net(x))  # expect: BN006
+            opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
+        """,
+    "gradient tape for saliency, not training": """
+        import keras
+        import tensorflow as tf
+        model = keras.Sequential([keras.layers.Dense(4), keras.layers.BatchNormalization()])
+        def saliency(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = model(x)
+            return tape.gradient(y, x)
+        """,
+    "decay with an unknown step count": """
+        import sys
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x, updates_collections=None)
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+        with tf.Session() as sess:
+            for step in range(int(sys.argv[1])):
+                sess.run(train_op)
+        """,
+    "nested loops multiply": """
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x, decay=0.99, updates_collections=None)  # expect: BN009
+        train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+        with tf.Session() as sess:
+            for epoch in range(10):
+                for step in range(10):
+                    sess.run(train_op)
+        """,
+    "cond over non batch-norm ops": """
+        import tensorflow as tf
+        flag = tf.placeholder(tf.bool, [])
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x, is_training=flag, updates_collections=None)
+        y = tf.cond(flag, lambda: tf.nn.dropout(h, 0.5), lambda: h)
+        """,
+    "cond between two layers inside the branches that share variables": """
+        import tensorflow as tf
+        from tensorflow.contrib.layers import batch_norm
+        def BatchNorm(inputT, is_training=True, scope=None):
+            return tf.cond(is_training,  # expect: BN008
+                lambda: batch_norm(inputT, is_training=True, updates_collections=None, scope=scope),
+                lambda: batch_norm(inputT, is_training=False, updates_collections=None, scope=scope, reuse=True))
+        x = tf.placeholder(tf.float32, [None, 4])
+        flag = tf.placeholder(tf.bool, [])
+        y = BatchNorm(x, flag, scope='bn')
+        """,
+    "set_learning_phase(1) before export": """
+        import tensorflow as tf
+        tf.keras.backend.set_learning_phase(1)  # expect: BN011
+        model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])
+        model.save('exported')
+        """,
+    "serving signature calls the model in training mode": """
+        import tensorflow as tf
+        import keras
+        model = keras.Sequential([keras.layers.Dense(4), keras.layers.BatchNormalization()])
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def serve(x):
+            return model(x, training=True)  # expect: BN011
+        tf.saved_model.save(model, 'export', signatures={'serving_default': serve})
+        """,
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_case(name, tmp_path):
+    text = normalize(CASES[name])
+    assert check_text(tmp_path, text) == expectations(text)
+
+
+def test_layer_in_a_package_module_and_train_op_in_a_script(tmp_path):
+    found = check_files(tmp_path, {
+        "nets/__init__.py": "",
+        "nets/resnet.py": """
+            import tensorflow as tf
+            from . import blocks
+            def resnet(x, is_training):
+                return blocks.conv_bn(x, is_training)
+            """,
+        "nets/blocks.py": """
+            import tensorflow as tf
+            def conv_bn(x, is_training):
+                return tf.layers.batch_normalization(x, training=is_training, name='bn1')
+            """,
+        "train.py": """
+            import tensorflow as tf
+            from nets.resnet import resnet
+            x = tf.placeholder(tf.float32, [None, 4])
+            loss = tf.reduce_mean(resnet(x, True))
+            train_op = tf.train.AdamOptimizer().minimize(loss)
+            saver = tf.train.Saver(tf.trainable_variables())
+            """,
+    })
+    assert found == [("train.py", "BN001", 5), ("train.py", "BN004", 6)]
+
+
+def test_unrelated_train_op_in_another_script_is_not_blamed(tmp_path):
+    found = check_files(tmp_path, {
+        "model.py": """
+            import tensorflow as tf
+            def build(x):
+                return tf.layers.batch_normalization(x, training=True)
+            """,
+        "other_experiment.py": """
+            import tensorflow as tf
+            x = tf.placeholder(tf.float32, [None, 4])
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(tf.layers.dense(x, 1)))
+            """,
+    })
+    assert found == []
