@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read [tool.bnaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
                        help="worker processes (default: all cores when there are many files)")
+    check.add_argument("--no-cache", action="store_true",
+                       help="do not read or write the per-file facts cache ($BNAUDIT_CACHE_DIR, "
+                            "default ~/.cache/bnaudit)")
 
     graph = commands.add_parser(
         "graph", help="audit a trained artifact (checkpoint, MetaGraph, SavedModel, Keras file, GraphDef)",
@@ -85,6 +88,7 @@ def _selection(args: argparse.Namespace, config_select=None, config_ignore=()) -
 
 def _run_check(args: argparse.Namespace) -> int:
     from bnaudit.source import analyze
+    from bnaudit.source.cache import default_directory
 
     paths = [Path(p) for p in args.paths] or [Path(".")]
     try:
@@ -100,6 +104,7 @@ def _run_check(args: argparse.Namespace) -> int:
         select=select,
         ignore=ignore,
         jobs=args.jobs,
+        cache_dir=None if args.no_cache else default_directory(),
     )
     for message in result.errors:
         _error(message)

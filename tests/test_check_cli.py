@@ -274,3 +274,22 @@ def test_help_documents_exit_codes(capsys):
     assert main(["check", "--help"]) == 0
     out = capsys.readouterr().out
     assert "exit codes:" in out and "2  usage error" in out
+
+
+def test_facts_cache_is_used_and_invalidated(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BNAUDIT_CACHE_DIR", str(cache))
+    script = write(tmp_path / "src", "train.py", UNRUN)
+    first = run_json(capsys, str(script))
+    entries = list(cache.rglob("*"))
+    assert first[0] == 1 and any(entry.is_file() for entry in entries)
+    assert run_json(capsys, str(script)) == first          # served from the cache:
+    from bnaudit.source import analyze
+    assert analyze([script], cache_dir=cache).parsed == 0  # nothing was parsed again
+    script.write_text(CLEAN)                                # a changed file is analyzed again
+    assert run_json(capsys, str(script)) == (0, [])
+    for entry in cache.rglob("*"):                          # a corrupt entry is a miss, not a crash
+        if entry.is_file():
+            entry.write_bytes(b"not a pickle")
+    assert run_json(capsys, str(script)) == (0, [])
+    assert run_json(capsys, "--no-cache", str(script)) == (0, [])

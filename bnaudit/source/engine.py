@@ -17,6 +17,7 @@ import libcst as cst
 from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
 from bnaudit.source import prefilter
+from bnaudit.source.cache import FactCache
 from bnaudit.source.discover import discover, module_name
 from bnaudit.source.facts import ModuleFacts, extract, locate
 from bnaudit.source.program import Program
@@ -100,7 +101,8 @@ def _decode(data: bytes) -> str:
 
 
 def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: Path | None = None,
-            select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0) -> CheckResult:
+            select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0,
+            cache_dir: Path | None = None) -> CheckResult:
     result = CheckResult()
     found = discover(paths, exclude or [], exclude_root)
     result.errors.extend(found.errors)
@@ -125,15 +127,33 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     wanted = prefilter.select(texts, modules)
     # Files named on the command line are always parsed, so their syntax errors are reported.
     wanted |= explicit
-    jobs_list = [(path, data[path], *modules[path]) for path in data if path in wanted]
+    cache = FactCache(cache_dir)
+    outcomes: list = []
+    jobs_list = []
+    keys: list[str] = []
+    for path in data:
+        if path not in wanted:
+            continue
+        key = cache.key(path, data[path], *modules[path])
+        cached = cache.get(key)
+        if cached is not None:
+            outcomes.append(cached)
+        else:
+            jobs_list.append((path, data[path], *modules[path]))
+            keys.append(key)
     result.parsed = len(jobs_list)
 
     workers = jobs or os.cpu_count() or 1
     if workers > 1 and len(jobs_list) >= PARALLEL_THRESHOLD:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            outcomes = list(pool.map(_extract_job, jobs_list, chunksize=max(1, len(jobs_list) // (workers * 8))))
+            fresh = list(pool.map(_extract_job, jobs_list, chunksize=max(1, len(jobs_list) // (workers * 8))))
     else:
-        outcomes = [_extract_job(job) for job in jobs_list]
+        fresh = [_extract_job(job) for job in jobs_list]
+    for key, outcome in zip(keys, fresh):
+        if not isinstance(outcome, InternalError):
+            cache.put(key, outcome)
+    outcomes.extend(fresh)
+    outcomes.sort(key=lambda o: o.path)  # the same order whatever was cached
 
     facts = [o for o in outcomes if isinstance(o, ModuleFacts)]
     failures = [o for o in outcomes if isinstance(o, ParseFailure)]
