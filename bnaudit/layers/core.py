@@ -182,16 +182,17 @@ def normalize_training(x, gamma, beta, epsilon: float, layout: Layout,
         known = count > 0
         off_centre = tf.logical_or(tf.logical_not(known), tf.reduce_any(
             tf.abs(moving_mean) > SHIFT_RATIO * tf.sqrt(tf.maximum(moving_variance, 0.0) + epsilon)))
-
-        def shifted():
-            # One sample per channel (zeros for an empty batch) when there is no moving mean yet.
-            corner = x4[:1, :1, :1, :] if nhwc else x4[:1, :, :1, :1]
-            first = tf.reduce_sum(corner, axis=[0, 1, 2] if nhwc else [0, 2, 3])
-            shift = tf.stop_gradient(tf.where(known, moving_mean, first))
-            y, mean, variance = fused(x4 - tf.reshape(shift, [1, 1, 1, -1] if nhwc else [1, -1, 1, 1]))
-            return y, mean + shift, variance
-
-        y, mean, variance = tf.cond(off_centre, shifted, lambda: fused(x4))
+        # One sample per channel (zeros for an empty batch) when there is no moving mean yet.
+        corner = x4[:1, :1, :1, :] if nhwc else x4[:1, :, :1, :1]
+        first = tf.reduce_sum(corner, axis=[0, 1, 2] if nhwc else [0, 2, 3])
+        shift = tf.stop_gradient(tf.where(
+            off_centre, tf.where(known, moving_mean, first), tf.zeros_like(moving_mean)))
+        # Only the subtraction is conditional (the kernel and its gradient stay outside the
+        # cond), so well-centred data pays a few tiny ops, not a pass over the batch.
+        x4 = tf.cond(off_centre, lambda: x4 - tf.reshape(shift, [1, 1, 1, -1] if nhwc else [1, -1, 1, 1]),
+                     lambda: x4)
+        y, mean, variance = fused(x4)
+        mean = mean + shift
     y = layout.from_kernel(y, xk)
     n = elements_per_channel(x, layout.axis)
     # The kernel applies n / (n - 1) itself; with one element per channel the
