@@ -229,8 +229,6 @@ def moving_update(mean, variance, count, batch_mean, batch_variance, n, momentum
     as they were.  Inputs are tensors (the variables' current values); nothing
     is assigned here.
     """
-    batch_mean = tf.stop_gradient(batch_mean)
-    batch_variance = tf.stop_gradient(batch_variance)
     valid = tf.reduce_all(tf.math.is_finite(tf.stack([batch_mean, batch_variance])))
     if not isinstance(n, int):
         valid = tf.logical_and(valid, n > 0)
