@@ -13,19 +13,29 @@ A script also marked ``# bnaudit-fixture: raised-on-expect-line`` must raise fro
 that carries its ``# expect:`` comment.  Scripts marked ``# bnaudit-fixture: lint-only``
 (tf.contrib, tf_slim: gone from or broken on TF 2.x) are only parsed.
 
-The runnable scripts run in subprocesses, two at a time, with BNAUDIT_FIXTURE_STEPS=3 and
-their checkpoints written under a temporary BNAUDIT_FIXTURE_OUT.
+The runnable scripts run two at a time with BNAUDIT_FIXTURE_STEPS=3 and their checkpoints
+written under a temporary BNAUDIT_FIXTURE_OUT.  Importing TensorFlow costs ~3.5 s of CPU per
+process, more than most scripts spend training, so by default each flavour of script
+(tf.compat.v1/tf.keras with TF_USE_LEGACY_KERAS=1, or Keras 3) runs in a fresh process forked
+from a server that has imported TensorFlow once and done nothing else -- every script still
+starts from the same just-imported state and cannot see another's graph or Keras session.
+Set BNAUDIT_FIXTURE_ISOLATION=subprocess to run each script as its own ``python script.py``.
+This file is also that server: ``python test_fixture_scripts_run.py --fork-server MODE N``.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import re
+import runpy
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,36 +84,145 @@ RUNNABLE = [path for path in SCRIPTS if not is_lint_only(path)]
 LINT_ONLY = [path for path in SCRIPTS if is_lint_only(path)]
 
 
-def script_env(path: Path, out_dir: Path) -> dict[str, str]:
+def is_keras3(path: Path) -> bool:
+    return bool(KERAS3_RE.search(path.read_text(encoding="utf-8")))
+
+
+def base_env(keras3: bool) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "BNAUDIT_FIXTURE_STEPS": "3",
-        "BNAUDIT_FIXTURE_OUT": str(out_dir),
         "CUDA_VISIBLE_DEVICES": "",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONDONTWRITEBYTECODE": "1",
     })
-    if KERAS3_RE.search(path.read_text(encoding="utf-8")):
+    if keras3:
         env.pop("TF_USE_LEGACY_KERAS", None)  # `import keras` is Keras 3 either way; keep tf.keras out of it
     else:
         env["TF_USE_LEGACY_KERAS"] = "1"  # tf.compat.v1.layers and tf.keras need tf_keras
     return env
 
 
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
 def run_script(path: Path, out_dir: Path) -> dict:
+    """One script as its own ``python script.py`` (BNAUDIT_FIXTURE_ISOLATION=subprocess)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    env = base_env(is_keras3(path))
+    env["BNAUDIT_FIXTURE_OUT"] = str(out_dir)
     start = time.monotonic()
     try:
-        proc = subprocess.run(
-            [sys.executable, str(path)], cwd=out_dir, env=script_env(path, out_dir),
-            capture_output=True, text=True, timeout=TIMEOUT_S,
-        )
+        proc = subprocess.run([sys.executable, str(path)], cwd=out_dir, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
         returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        returncode, stdout, stderr = None, exc.stdout or "", (exc.stderr or "") + f"\n[timed out after {TIMEOUT_S}s]"
-        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
-        stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
+        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        returncode, stderr = None, stderr + f"\n[timed out after {TIMEOUT_S}s]"
     return {"returncode": returncode, "stdout": stdout, "stderr": stderr, "seconds": time.monotonic() - start}
+
+
+def run_forked(scripts: list[Path], base: Path) -> dict[Path, dict]:
+    """Run scripts through one fork server per flavour; {script: result}."""
+    results = {}
+    for keras3 in (False, True):
+        group = [script for script in scripts if is_keras3(script) == keras3]
+        if not group:
+            continue
+        jobs = "".join(json.dumps({"script": str(script.resolve()), "out": str(base / script.stem)}) + "\n"
+                       for script in group)
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--fork-server", "keras3" if keras3 else "legacy",
+             str(WORKERS)],
+            input=jobs, env=base_env(keras3), capture_output=True, text=True,
+            timeout=TIMEOUT_S * len(group),
+        )
+        done = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                done[record["script"]] = record
+        for script in group:
+            record = done.get(str(script.resolve()))
+            out_dir = base / script.stem
+            if record is None:
+                results[script] = {"returncode": None, "stdout": _read(out_dir / ".stdout"),
+                                   "stderr": f"fork server (exit {proc.returncode}) gave no result:\n{proc.stderr}",
+                                   "seconds": 0.0}
+                continue
+            stderr = _read(out_dir / ".stderr")
+            if record["timed_out"]:
+                stderr += f"\n[timed out after {TIMEOUT_S}s]"
+            results[script] = {"returncode": record["returncode"], "stdout": _read(out_dir / ".stdout"),
+                               "stderr": stderr, "seconds": record["seconds"]}
+    return results
+
+
+def fork_server(mode: str, workers: int) -> None:
+    """Import TensorFlow once, then run each job (a JSON line on stdin) in a forked child.
+
+    The child chdirs to its output folder, points BNAUDIT_FIXTURE_OUT there, sends fds 1/2 to
+    .stdout/.stderr in it and runs the script as ``__main__``; an uncaught exception prints its
+    traceback and exits 1, as ``python script.py`` would.  One JSON line per finished job.
+    """
+    if mode == "legacy":
+        import tensorflow.compat.v1 as tf_v1
+        import tf_keras  # noqa: F401
+        tf_v1.layers  # noqa: B018 - resolve the lazy tf_keras-backed module before forking
+    else:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    import numpy  # noqa: F401
+
+    jobs = [json.loads(line) for line in sys.stdin if line.strip()]
+    running: dict[int, tuple[dict, float]] = {}
+
+    def start(job: dict) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            os.makedirs(job["out"], exist_ok=True)
+            os.chdir(job["out"])
+            os.environ["BNAUDIT_FIXTURE_OUT"] = job["out"]
+            for fd, name in ((1, ".stdout"), (2, ".stderr")):
+                os.dup2(os.open(os.path.join(job["out"], name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = [job["script"]]
+            sys.path[0] = os.path.dirname(job["script"])
+            try:
+                runpy.run_path(job["script"], run_name="__main__")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:  # noqa: BLE001 - report it as the interpreter would
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    while jobs or running:
+        while jobs and len(running) < workers:
+            job = jobs.pop(0)
+            running[start(job)] = (job, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for child, (job, began) in list(running.items()):
+                if time.monotonic() - began > TIMEOUT_S:
+                    os.kill(child, signal.SIGKILL)
+                    job["timed_out"] = True
+            time.sleep(0.02)
+            continue
+        job, began = running.pop(pid)
+        print(json.dumps({"script": job["script"], "returncode": os.waitstatus_to_exitcode(status),
+                          "seconds": time.monotonic() - began, "timed_out": job.get("timed_out", False)}),
+              flush=True)
 
 
 def _selected_scripts(session) -> list[Path]:
@@ -123,6 +242,8 @@ def run_results(request, tmp_path_factory):
             pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
     scripts = _selected_scripts(request.session) or RUNNABLE
     base = tmp_path_factory.mktemp("fixture-runs")
+    if hasattr(os, "fork") and os.environ.get("BNAUDIT_FIXTURE_ISOLATION", "fork") != "subprocess":
+        return run_forked(scripts, base)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {script: pool.submit(run_script, script, base / script.stem) for script in scripts}
         return {script: future.result() for script, future in futures.items()}
@@ -183,3 +304,10 @@ def test_fixture_inventory():
     for code in SOURCE_CODES:
         variants = [s for s in bad if code in {c for cs in expect_lines(s).values() for c in cs}]
         assert len(variants) >= (6 if code == "BN001" else 3), (code, [s.name for s in variants])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--fork-server":
+        fork_server(sys.argv[2], int(sys.argv[3]))
+    else:
+        sys.exit("usage: test_fixture_scripts_run.py --fork-server legacy|keras3 WORKERS")
