@@ -101,7 +101,7 @@ CASES = {
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         train_op = tf.group(train_op, *update_ops)
         """,
-    "with_dependencies on the loss": """
+    "with_dependencies on a loss that is fetched": """
         import tensorflow as tf
         from tensorflow.python.ops import control_flow_ops
         x = tf.placeholder(tf.float32, [None, 4])
@@ -112,6 +112,23 @@ CASES = {
             updates = tf.tuple(update_ops)
             loss = control_flow_ops.with_dependencies(updates, loss)
         train_op = tf.train.AdamOptimizer().minimize(loss)
+        with tf.Session() as sess:
+            _, loss_value = sess.run([train_op, loss])
+        """,
+    # Gradients start from ones of the loss's static shape, so the joined loss never runs.
+    "with_dependencies on a loss that is never fetched": """
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_ops
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x)
+        loss = tf.reduce_sum(h)
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        if update_ops:
+            updates = tf.tuple(update_ops)
+            loss = control_flow_ops.with_dependencies(updates, loss)
+        train_op = tf.train.AdamOptimizer().minimize(loss)  # expect: BN001
+        with tf.Session() as sess:
+            sess.run(train_op)
         """,
     "slim create_train_op": """
         import tensorflow as tf

@@ -16,16 +16,22 @@ _TENSOR_METHODS = frozenset({"placeholder", "placeholder_with_default", "Variabl
 
 
 def contains(program: Program, value: V.Value, frame: Frame | None,
-             predicate: Callable[[V.Value, Frame | None], bool], depth: int = 0) -> bool:
-    """Whether ``value`` or anything it is built from (lists, sums, call arguments) satisfies ``predicate``."""
+             predicate: Callable[[V.Value, Frame | None], bool], depth: int = 0,
+             opaque: V.Value | None = None) -> bool:
+    """Whether ``value`` or anything it is built from (lists, sums, call arguments) satisfies ``predicate``.
+
+    ``opaque`` is a value whose own ingredients do not count (a train op's loss is not run with it).
+    """
     if depth > 8:
         return False
     located = program.deref(value, frame)
     current, current_frame = located.value, located.frame
     if predicate(current, current_frame):
         return True
-    if isinstance(current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Dict, V.Subscript, V.Comprehension)):
-        return any(contains(program, child, current_frame, predicate, depth + 1) for child in current.children())
+    if current is not opaque and isinstance(
+            current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Dict, V.Subscript, V.Comprehension)):
+        return any(contains(program, child, current_frame, predicate, depth + 1, opaque)
+                   for child in current.children())
     return False
 
 
@@ -48,8 +54,9 @@ def update_collection(program: Program, value: V.Value, frame: Frame | None) -> 
     return None
 
 
-def update_collections_in(program: Program, value: V.Value, frame: Frame | None) -> list[tuple[str, V.Value]]:
-    """Every update-ops value inside ``value``, with its collection."""
+def update_collections_in(program: Program, value: V.Value, frame: Frame | None,
+                          opaque: V.Value | None = None) -> list[tuple[str, V.Value]]:
+    """Every update-ops value inside ``value`` (not looking inside ``opaque``), with its collection."""
     found: list[tuple[str, V.Value]] = []
 
     def predicate(v: V.Value, f: Frame | None) -> bool:
@@ -58,7 +65,7 @@ def update_collections_in(program: Program, value: V.Value, frame: Frame | None)
             found.append((key, v))
         return False
 
-    contains(program, value, frame, predicate)
+    contains(program, value, frame, predicate, opaque=opaque)
     return found
 
 

@@ -132,9 +132,12 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                 more = f" and {len(layers) - 1} more" if len(layers) > 1 else ""
                 where = collection_of(program, first)
                 place = "tf.GraphKeys.UPDATE_OPS" if where == UPDATE_OPS else f"the collection {where!r}"
+                why = (f"they wait in {place}" if not _loss_joined(program, site) else
+                       "they are joined to the loss with with_dependencies/tf.group, but only the train op runs "
+                       "and gradients never evaluate the loss tensor itself")
                 report.add(self.code, module, call.loc,
                            f"this train op does not run the moving-average updates of batch norm "
-                           f"{S.layer_label(program, first)} ({{0}}){more}: they wait in {place}, so "
+                           f"{S.layer_label(program, first)} ({{0}}){more}: {why}, so "
                            f"moving_mean/moving_variance stay at their initial values and the model is wrong at "
                            f"inference (training accuracy fine, test accuracy near chance)",
                            related=((first.module.path, first.call.loc),))
@@ -163,8 +166,11 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         loss = call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
         if loss is not None:
             located = program.deref(loss, site.frame)
+            # `loss = with_dependencies([updates], loss)` runs the updates only if that loss tensor
+            # itself is evaluated: gradients start from a constant of its (static) shape, not from it.
             if isinstance(located.value, V.Call) and \
-                    program.qualname(located.value.func, located.frame) in catalogue.GROUPING:
+                    program.qualname(located.value.func, located.frame) in catalogue.GROUPING and \
+                    _evaluated_elsewhere(program, site, located.value):
                 covered |= {key for key, _ in S.update_collections_in(program, located.value, located.frame)}
         # Joined afterwards: tf.group(train_op, *update_ops), with_dependencies, sess.run([train_op, update_ops]).
         for other in site.module.calls:
@@ -172,7 +178,7 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
             is_join = program.qualname(other.value.func, frame) in catalogue.GROUPING or (
                 isinstance(other.value.func, V.Attr) and other.value.func.attr == "run")
             if is_join and S.contains(program, other.value, frame, lambda v, f: v is call):
-                covered |= {key for key, _ in S.update_collections_in(program, other.value, frame)}
+                covered |= {key for key, _ in S.update_collections_in(program, other.value, frame, opaque=call)}
         return covered
 
     @staticmethod
@@ -192,6 +198,31 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                             if after and not before:
                                 return module, call.loc
         return None
+
+
+def _loss_joined(program: Program, site: Site) -> bool:
+    call = site.call.value
+    loss = call.args[0] if call.args else call.kwarg("loss")
+    located = program.deref(loss, site.frame) if loss is not None else None
+    return located is not None and isinstance(located.value, V.Call) and \
+        program.qualname(located.value.func, located.frame) in catalogue.GROUPING and \
+        bool(S.update_collections_in(program, located.value, located.frame))
+
+
+def _evaluated_elsewhere(program: Program, site: Site, joined: V.Call) -> bool:
+    """Whether a loss tensor is fetched or used beyond building the train op (summaries, specs, runs)."""
+    for module in program.modules:
+        for other in module.calls:
+            func = other.value.func
+            if isinstance(func, V.Attr) and func.attr in catalogue.TRAIN_OP_METHODS | {"compute_gradients"}:
+                continue
+            if other.value is joined:
+                continue
+            frame = site.frame if other.scope == site.call.scope and module is site.module \
+                else program.lexical(module, other.scope)
+            if S.contains(program, other.value, frame, lambda v, f: v is joined, opaque=site.call.value):
+                return True
+    return False
 
 
 def _feeding(program: Program, site: Site, candidates: list[BatchNormUse]) -> list[BatchNormUse]:
