@@ -49,6 +49,8 @@ class BatchNormAPI:
     stateful: bool = True
     # A flag is mandatory (no silent default).
     training_required: bool = False
+    # The moving statistics are in tf.GraphKeys.MODEL_VARIABLES (so tf.model_variables() saves them).
+    model_variables: bool = False
 
     def param_index(self, name: str) -> int | None:
         try:
@@ -92,6 +94,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         training="is_training", training_default=True,
         decay="decay", decay_default=0.999, epsilon="epsilon", epsilon_default=0.001,
         reuse="reuse", scope="scope", updates=COLLECTION, updates_arg="updates_collections",
+        model_variables=True,
     ),
     BatchNormAPI(
         key="tf.layers.batch_normalization", family="tf.layers", kind=FUNCTION,
@@ -143,7 +146,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=("variable_scope_name", "inputs", "axis", "training", "momentum", "epsilon", "center", "scale"),
         training="training", training_default=None,
         decay="momentum", decay_default=0.9, epsilon="epsilon", epsilon_default=1e-5,
-        scope="variable_scope_name", updates=FRAMEWORK,
+        scope="variable_scope_name", updates=FRAMEWORK, model_variables=True,
     ),
     BatchNormAPI(
         key="bnaudit.batch_norm", family="bnaudit", kind=FUNCTION,
@@ -151,7 +154,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=("inputs", "training", "axis", "momentum", "epsilon", "center", "scale"),
         training="training", training_required=True,
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        scope="name", updates=INPLACE,
+        scope="name", updates=INPLACE, model_variables=True,
     ),
     BatchNormAPI(
         key="bnaudit.BatchNorm", family="bnaudit", kind=LAYER,

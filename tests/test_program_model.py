@@ -93,6 +93,19 @@ CASES = {
         x = tf.placeholder(tf.float32, [None, 4])
         y = Model().build(x)
         """,
+    "trainable plus model variables with contrib": """
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.contrib.layers.batch_norm(x, updates_collections=None)
+        saver = tf.train.Saver(tf.trainable_variables() + tf.model_variables())
+        """,
+    # tf.layers does not register its moving statistics as model variables.
+    "trainable plus model variables with tf.layers": """
+        import tensorflow as tf
+        x = tf.placeholder(tf.float32, [None, 4])
+        h = tf.layers.batch_normalization(x, training=True)
+        saver = tf.train.Saver(tf.trainable_variables() + tf.model_variables())  # expect: BN004
+        """,
     "tf.group of the train op and the updates": """
         import tensorflow as tf
         x = tf.placeholder(tf.float32, [None, 4])

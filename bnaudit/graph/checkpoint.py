@@ -52,29 +52,48 @@ def node_paths(graph) -> dict[int, str]:
     return paths
 
 
-def variable_keys(graph) -> dict[int, str]:
-    """Object-graph node id -> checkpoint key of its value."""
+def variable_keys(graph) -> dict[int, tuple[str, str]]:
+    """Object-graph node id -> (checkpoint key of its value, the variable's full name)."""
     keys = {}
     for node_id, node in enumerate(graph.nodes):
         for attribute in node.attributes:
             if attribute.name == _VALUE_ATTR:
-                keys[node_id] = attribute.checkpoint_key
+                keys[node_id] = (attribute.checkpoint_key, attribute.full_name)
     return keys
 
 
-def object_graph_layers(graph) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
-    """(``{layer path: {role: key}}``, ``{layer path: node id}``) from a TF2 object graph."""
+def object_graph_layers(graph) -> dict[str, dict[str, str]]:
+    """``{layer: {role: key}}`` from a TF2 object graph.
+
+    A variable's role and layer come from its full name (``sequential/bn/moving_mean``)
+    when the checkpoint recorded one, else from the edge that leads to it (a layer
+    object's ``moving_mean`` child) and the path to that layer.
+    """
     paths = node_paths(graph)
     keys = variable_keys(graph)
-    layers: dict[str, dict[str, str]] = {}
-    ids: dict[str, int] = {}
+    edge_role: dict[int, tuple[int, str]] = {}
     for node_id, node in enumerate(graph.nodes):
-        roles = {child.local_name: keys[child.node_id] for child in node.children
-                 if child.local_name in ROLES and child.node_id in keys}
-        if any(role in roles for role in MOVING) and node_id in paths:
-            layers[paths[node_id]] = roles
-            ids[paths[node_id]] = node_id
-    return layers, ids
+        for child in node.children:
+            if child.local_name in ROLES:
+                edge_role.setdefault(child.node_id, (node_id, child.local_name))
+    scopes: dict[str, dict[str, str]] = {}
+    for node_id, (key, full_name) in sorted(keys.items()):
+        parts = split_role(full_name) if full_name else None
+        if parts is None and node_id in edge_role:
+            parent, role = edge_role[node_id]
+            parts = (paths.get(parent, str(parent)), role)
+        if parts is None:
+            continue
+        scope, role = parts
+        scopes.setdefault(scope, {}).setdefault(role, key)
+    return keep_batch_norm(scopes)
+
+
+def keep_batch_norm(scopes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Scopes with moving statistics, or with gamma and beta alone under a batch-norm-like name."""
+    return {scope: roles for scope, roles in scopes.items()
+            if any(role in roles for role in MOVING)
+            or (all(role in roles for role in PARAMS) and _looks_like_batch_norm(scope))}
 
 
 def object_graph_step(graph, bundle: Bundle) -> tuple[int | None, str | None]:
@@ -85,7 +104,7 @@ def object_graph_step(graph, bundle: Bundle) -> tuple[int | None, str | None]:
     for node in graph.nodes:
         for child in node.children:
             if child.local_name in STEP_NAMES and child.node_id in keys:
-                key = keys[child.node_id]
+                key = keys[child.node_id][0]
                 if bundle.shapes.get(key, (1,)) != ():
                     continue
                 value = bundle.read_scalar(key)
@@ -112,13 +131,11 @@ def checkpoint_artifact(bundle: Bundle, kind: str | None = None) -> Artifact:
     graph = bundle.object_graph()
     if graph is not None:
         artifact = Artifact(bundle.path, kind or "TF2 checkpoint", has_values=True)
-        scopes, _ = object_graph_layers(graph)
+        scopes = object_graph_layers(graph)
         artifact.step, artifact.step_source = object_graph_step(graph, bundle)
     else:
         artifact = Artifact(bundle.path, kind or "TF1 checkpoint", has_values=True)
-        scopes = {scope: roles for scope, roles in group_by_scope(bundle.shapes).items()
-                  if any(role in roles for role in MOVING)
-                  or (all(role in roles for role in PARAMS) and _looks_like_batch_norm(scope))}
+        scopes = keep_batch_norm(group_by_scope(bundle.shapes))
         artifact.step, artifact.step_source = name_step(bundle)
     for scope, roles in sorted(scopes.items()):
         layer = BNLayer(scope, keys=dict(roles))

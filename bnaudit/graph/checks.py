@@ -20,8 +20,6 @@ from bnaudit.graph.tfgraph import APPLY_OP_RE, ASSIGN_OPS, Liveness, is_moving_s
 
 _LIST_LIMIT = 8
 _DETAIL_LIMIT = 256
-_DUPLICATE_SUFFIX = re.compile(r"^(?P<base>.+?)(_\d+|_eval|_test|_val|_valid|_validation|_infer|_inference"
-                               r"|_predict|_serving)$")
 STALE_THRESHOLD = 0.1
 
 
@@ -106,6 +104,13 @@ def check_bn001(artifact: Artifact) -> list[Finding]:
         by_layer[scope].append(op)
     findings = []
     for scope, ops in sorted(by_layer.items(), key=lambda item: item[0] or ""):
+        layer = artifact.layer(scope) if scope else None
+        if layer is not None and (layer.at_initializer(MEAN) is False or layer.at_initializer(VARIANCE) is False):
+            # The graph cannot see how session.run was called; the saved averages can.
+            artifact.notes.append(
+                f"BN001: the UPDATE_OPS of {scope!r} are not run by the train op, but its moving statistics "
+                "moved, so they were run some other way (e.g. fetched in the same session.run)")
+            continue
         what = f"the moving-average updates of {scope!r}" if scope else "UPDATE_OPS ops"
         findings.append(_finding(
             artifact, "BN001", scope,
@@ -155,17 +160,35 @@ def _structural_duplicates(artifact: Artifact) -> list[tuple[BNLayer, BNLayer, d
     return pairs
 
 
+_STEM_PART = re.compile(r"(_\d+|_eval|_test|_val|_valid|_validation|_infer|_inference|_predict|_serving)$")
+
+
+def _stem(name: str) -> str:
+    """A layer name with each scope's uniquifying (``_1``) or evaluation suffix removed."""
+    return "/".join(_STEM_PART.sub("", part) for part in name.split("/"))
+
+
 def _named_duplicates(artifact: Artifact) -> list[tuple[BNLayer, BNLayer, dict]]:
-    by_name = {layer.name: layer for layer in artifact.layers}
+    """Without a structural match: an untouched layer and a trained one of the same stem and width.
+
+    A model built twice without ``reuse`` leaves ``bn``/``bn_1`` (or ``model/bn``/``model_1/bn``)
+    pairs whose second set never trained; the untouched set is paired with the trained set
+    nearest before it.
+    """
     pairs = []
-    for layer in artifact.layers:
-        match = _DUPLICATE_SUFFIX.match(layer.name)
-        base = by_name.get(match.group("base")) if match else None
-        if base is None or base.channels != layer.channels:
+    layers = artifact.layers
+    for index, stale in enumerate(layers):
+        if _state(stale) != "untouched":
             continue
-        states = {_state(base), _state(layer)}
-        if states == {"trained", "untouched"}:
-            pairs.append((base, layer, {"matched_by": "name and shape"}))
+        candidates = [(position, layer) for position, layer in enumerate(layers)
+                      if layer is not stale and _state(layer) == "trained"
+                      and layer.channels == stale.channels and _stem(layer.name) == _stem(stale.name)]
+        if not candidates:
+            continue
+        exact = [item for item in candidates if _STEM_PART.sub("", stale.name) == item[1].name]
+        before = [item for item in candidates if item[0] < index]
+        _, trained = (exact or before or candidates)[-1 if not exact and before else 0]
+        pairs.append((trained, stale, {"matched_by": "name stem and shape"}))
     return pairs
 
 
@@ -190,7 +213,7 @@ def check_bn002(artifact: Artifact, explained: set[str]) -> list[Finding]:
             verdict = "the artifact holds no values to tell which set was trained"
         where = (f"normalize the same input {details['input']!r} in the two branches of one cond "
                  f"(on {details['cond_predicate']!r})" if "input" in details
-                 else "have the same shape and names that differ only by a suffix")
+                 else "have the same width and names that differ only by a suffix")
         findings.append(_finding(
             artifact, "BN002", stale.name,
             f"two sets of batch-norm variables for one layer: {trained.name!r} and {stale.name!r} {where}; {verdict}",

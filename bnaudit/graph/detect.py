@@ -62,6 +62,17 @@ def _checkpoint_dir(directory: str) -> Artifact:
     return _checkpoint(prefix, prefix)
 
 
+def _latest_version(directory: str) -> str | None:
+    """TF Serving's layout: numbered version directories, each a SavedModel; the highest is served."""
+    versions = []
+    for entry in os.listdir(directory):
+        child = os.path.join(directory, entry)
+        if entry.isdigit() and (os.path.exists(os.path.join(child, "saved_model.pb"))
+                                or os.path.exists(os.path.join(child, "saved_model.pbtxt"))):
+            versions.append((int(entry), child))
+    return max(versions)[1] if versions else None
+
+
 def read_artifact(path: str) -> Artifact:
     """Detect the kind from the path and read it; raises ArtifactError for anything unusable."""
     from bnaudit.graph import graphdef, keras_file, savedmodel
@@ -73,6 +84,9 @@ def read_artifact(path: str) -> Artifact:
             return savedmodel.read_saved_model(path)
         if os.path.isfile(os.path.join(path, "checkpoint")):
             return _checkpoint_dir(path)
+        version = _latest_version(path)
+        if version is not None:
+            return savedmodel.read_saved_model(version)
         raise ArtifactError(path, f"expected {EXPECTED}; this directory has no saved_model.pb and no `checkpoint` file")
     if not os.path.exists(path):
         if os.path.exists(path + ".index"):

@@ -13,10 +13,9 @@ import os
 import re
 
 from bnaudit.graph.bundle import Bundle
-from bnaudit.graph.checkpoint import (checkpoint_artifact, node_paths, object_graph_step, read_values,
-                                      variable_keys)
+from bnaudit.graph.checkpoint import checkpoint_artifact, object_graph_layers, object_graph_step, read_values
 from bnaudit.graph.metagraph import apply_meta_graph
-from bnaudit.graph.model import MOVING, ROLES, Artifact, ArtifactError, BNLayer, InferencePath, split_role
+from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath
 from bnaudit.graph.tfgraph import GraphView
 
 _INFERENCE_NAME = re.compile(r"serv|predict|infer", re.IGNORECASE)
@@ -83,29 +82,15 @@ def _tf2_layers(display: str, model, bundle: Bundle | None) -> Artifact:
     ckpt_graph = bundle.object_graph()
     if ckpt_graph is None:
         raise ArtifactError(display, "expected a TF2 SavedModel's variables to carry an object graph; none found")
+    # The SavedObjectGraph has the same node ids and knows each variable's name, even where the
+    # checkpoint's object graph recorded none.
     objects = model.object_graph_def
-    keys = variable_keys(ckpt_graph)
-    paths = node_paths(objects)
-    parent_role: dict[int, tuple[int, str]] = {}
     for node_id, node in enumerate(objects.nodes):
-        for child in node.children:
-            if child.local_name in ROLES:
-                parent_role.setdefault(child.node_id, (node_id, child.local_name))
-    scopes: dict[str, dict[str, str]] = {}
-    for node_id, node in enumerate(objects.nodes):
-        if node.WhichOneof("kind") != "variable" or node_id not in keys:
-            continue
-        parts = split_role(node.variable.name) if node.variable.name else None
-        if parts is None and node_id in parent_role:
-            parent, role = parent_role[node_id]
-            parts = (paths.get(parent, str(parent)), role)
-        if parts is None:
-            continue
-        scope, role = parts
-        scopes.setdefault(scope, {}).setdefault(role, keys[node_id])
-    for scope, roles in sorted(scopes.items()):
-        if not any(role in roles for role in MOVING):
-            continue
+        if node.WhichOneof("kind") == "variable" and node.variable.name and node_id < len(ckpt_graph.nodes):
+            for attribute in ckpt_graph.nodes[node_id].attributes:
+                if not attribute.full_name:
+                    attribute.full_name = node.variable.name.split(":", 1)[0]
+    for scope, roles in sorted(object_graph_layers(ckpt_graph).items()):
         layer = BNLayer(scope, keys=roles)
         read_values(layer, bundle)
         artifact.layers.append(layer)

@@ -12,57 +12,76 @@ from bnaudit.source.rules.updates import reachable_modules
 
 _BN_NAME_FILTER = re.compile(r"moving|batchnorm|batch_norm|bn\b|/bn|bn/", re.IGNORECASE)
 _ALL_VARIABLES = frozenset({
-    "tensorflow.global_variables", "tensorflow.all_variables", "tensorflow.model_variables",
-    "tensorflow.moving_average_variables", "tensorflow.local_variables",
-    "tensorflow.contrib.framework.get_variables", "tensorflow.contrib.slim.get_variables",
-    "tensorflow.contrib.framework.get_model_variables", "tensorflow.contrib.slim.get_model_variables",
-    "tf_slim.get_variables", "tf_slim.get_model_variables",
+    "tensorflow.global_variables", "tensorflow.all_variables", "tensorflow.moving_average_variables",
+    "tensorflow.contrib.framework.get_variables", "tensorflow.contrib.slim.get_variables", "tf_slim.get_variables",
+})
+_MODEL_VARIABLES = frozenset({
+    "tensorflow.model_variables", "tensorflow.contrib.framework.get_model_variables",
+    "tensorflow.contrib.slim.get_model_variables", "tf_slim.get_model_variables",
 })
 _PASSTHROUGH = frozenset({"builtins.list", "builtins.sorted", "builtins.tuple", "builtins.set"})
 
+# What a variable list is made of.
+TRAINABLE, MODEL, ALL, EXTRA = "trainable", "model", "all", "extra"
 
-def trainable_only(program: Program, value: V.Value, frame: Frame | None, depth: int = 0) -> bool | None:
-    """True: the list holds trainable variables only (plus extras); False: it has the others; None: unknown."""
+
+def variable_kinds(program: Program, value: V.Value, frame: Frame | None, depth: int = 0) -> set[str] | None:
+    """The kinds of variables a list is built from, or None when bnaudit cannot tell.
+
+    ``trainable``: trainable variables only (also what is left after filtering batch-norm names out);
+    ``model``: tf.model_variables(); ``all``: every global variable; ``extra``: a hand-written list.
+    """
     if depth > 8:
         return None
     located = program.deref(value, frame)
     current, frame = located.value, located.frame
-    if isinstance(current, V.Attr) and current.attr in catalogue.TRAINABLE_ATTRIBUTES:
-        return True
-    if isinstance(current, V.Attr) and current.attr in ("variables", "weights", "non_trainable_variables"):
-        return False
+    if isinstance(current, V.Attr):
+        if current.attr in catalogue.TRAINABLE_ATTRIBUTES:
+            return {TRAINABLE}
+        if current.attr in ("variables", "weights", "non_trainable_variables", "non_trainable_weights"):
+            return {ALL}
+        return None
     if isinstance(current, V.Call):
         name = program.qualname(current.func, frame)
         if name in catalogue.TRAINABLE_VARIABLE_CALLS:
-            return True
+            return {TRAINABLE}
         if name in _ALL_VARIABLES:
-            return False
-        if name == "tensorflow.get_collection" and current.args:
+            return {ALL}
+        if name in _MODEL_VARIABLES:
+            return {MODEL}
+        if name in catalogue.GET_COLLECTION and current.args:
             key = program.deref(current.args[0], frame).value
-            if isinstance(key, V.Dotted) and key.name.endswith("TRAINABLE_VARIABLES"):
-                return True
-            if isinstance(key, V.Dotted) and key.name.endswith(("GLOBAL_VARIABLES", "MODEL_VARIABLES")):
-                return False
+            if isinstance(key, V.Dotted):
+                for suffix, kind in (("TRAINABLE_VARIABLES", TRAINABLE), ("GLOBAL_VARIABLES", ALL),
+                                     ("MODEL_VARIABLES", MODEL)):
+                    if key.name.endswith(suffix):
+                        return {kind}
+            return None
         if name in _PASSTHROUGH and current.args:
-            return trainable_only(program, current.args[0], frame, depth + 1)
+            return variable_kinds(program, current.args[0], frame, depth + 1)
         return None
     if isinstance(current, V.BinOp) and current.op == "+":
-        left = trainable_only(program, current.left, frame, depth + 1)
-        right = trainable_only(program, current.right, frame, depth + 1)
-        if left is False or right is False:
-            return False
-        return True if left or right else None
+        left = variable_kinds(program, current.left, frame, depth + 1)
+        right = variable_kinds(program, current.right, frame, depth + 1)
+        return left | right if left is not None and right is not None else None
     if isinstance(current, V.Comprehension):
-        source = trainable_only(program, current.iter, frame, depth + 1)
-        if source is True:
-            return True
-        if source is False and current.negated and any(_BN_NAME_FILTER.search(w) for w in current.words):
-            return True  # [v for v in tf.global_variables() if 'moving' not in v.name]
+        source = variable_kinds(program, current.iter, frame, depth + 1)
+        if source and current.negated and any(_BN_NAME_FILTER.search(w) for w in current.words):
+            return {TRAINABLE}  # [v for v in tf.global_variables() if 'moving' not in v.name]
         return source
     if isinstance(current, V.Seq):
-        # An explicit list of extras ([global_step]) says nothing by itself.
-        return None
+        return {EXTRA}
     return None
+
+
+def omits_moving_stats(kinds: set[str] | None, uses: list) -> bool:
+    """A list of trainable variables (plus extras) lacks the moving statistics; model variables add
+    them only for layers that register them there (contrib/slim, bnaudit; not tf.layers or Keras)."""
+    if not kinds or ALL in kinds or TRAINABLE not in kinds:
+        return False
+    if MODEL in kinds:
+        return any(not use.api.model_variables for use in uses)
+    return True
 
 
 class SaverOmitsMovingStats(Rule):
@@ -86,23 +105,25 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
     )
 
     def check(self, program: Program, report: Report) -> None:
-        uses = [use for use in program.batch_norms if use.api.stateful]
+        uses = [use for use in program.batch_norms if use.api.stateful and use.how != "apply"]
         if not uses:
             return
         for module in program.modules:
             reachable = reachable_modules(program, module)
-            if not any(id(use.site.root.module) in reachable or id(use.module) in reachable for use in uses):
+            nearby = [use for use in uses if id(use.site.root.module) in reachable or id(use.module) in reachable]
+            if not nearby:
                 continue
             for call in module.calls:
                 frame = program.lexical(module, call.scope)
                 name = program.qualname(call.value.func, frame)
                 if name in catalogue.SAVERS:
                     var_list = call.value.args[0] if call.value.args else call.value.kwarg("var_list")
-                    if var_list is not None and trainable_only(program, var_list, frame):
+                    if var_list is not None and \
+                            omits_moving_stats(variable_kinds(program, var_list, frame), nearby):
                         report.add(self.code, module, call.loc, self._message("saver"))
                 elif name in catalogue.CHECKPOINTS:
                     values = [v for _, v in call.value.kwargs] + list(call.value.dstar)
-                    if any(trainable_only(program, v, frame) for v in values):
+                    if any(omits_moving_stats(variable_kinds(program, v, frame), nearby) for v in values):
                         report.add(self.code, module, call.loc, self._message("checkpoint"))
 
     @staticmethod
