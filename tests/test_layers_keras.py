@@ -155,3 +155,16 @@ def test_masks_are_refused_not_silently_ignored():
     embedded = keras.layers.Embedding(10, 4, mask_zero=True)(np.array([[1, 2, 0, 0]]))
     with pytest.raises(ValueError, match="mask"):
         BatchNorm()(embedded, training=True)
+
+
+def test_compiles_with_xla():
+    """Keras 3 may jit-compile the train step (jit_compile="auto" on a GPU): the layer must compile."""
+    x, _ = _data(32)
+    layer = BatchNorm(momentum=0.5)
+    layer.build(x.shape)
+    step = tf.function(lambda inputs: layer(inputs, training=True), jit_compile=True)
+    for _ in range(3):
+        out = step(x)
+    assert layer.num_updates.numpy() == 3
+    np.testing.assert_allclose(out.numpy(), ref.forward_train(x, 1, 0, 1e-3), atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), ref.moving_stats([x] * 3, 0.5)[0], rtol=1e-5)
