@@ -160,9 +160,11 @@ def test_signature_matches_the_api_catalogue_and_has_no_reuse():
     assert api.updates == catalogue.INPLACE
 
 
-def test_eager_mode_points_to_the_keras_layer():
+def test_eager_and_tf2_functions_point_to_the_keras_layer():
     with pytest.raises(RuntimeError, match="BatchNorm"):
         batch_norm(tf.ones([2, 3]), True)
+    with pytest.raises(RuntimeError, match="BatchNorm"):
+        tf.function(lambda x: batch_norm(x, True))(tf.ones([2, 3]))
 
 
 def test_variables_names_collections_and_sharing():

@@ -70,10 +70,11 @@ def batch_norm(
 
     Returns the normalized tensor, same shape and dtype as ``inputs``.
     """
-    if tf.executing_eagerly():
+    if _v1.executing_eagerly_outside_functions():
+        # Eager code, or a tf.function in TF2 code, where every trace would get its own variables.
         raise RuntimeError(
             "bnaudit.layers.batch_norm builds TF1 graph variables; in eager or TF2 code "
-            "use bnaudit.layers.BatchNorm (a Keras 3 layer)"
+            "(including tf.function) use bnaudit.layers.BatchNorm, a Keras 3 layer"
         )
     flag, flag_tensor = core.resolve_training(training)
     momentum, epsilon = core.check_hyperparameters(momentum, epsilon)
