@@ -51,27 +51,66 @@ INJECTED = {"tf1_negative_variance": {"BN005"}, "tf1_nonfinite": {"BN012"}}
 SCRIPTS = sorted({script for script, _, _ in ARTIFACTS.values()})
 
 
-def _run_script(script: str, out: Path) -> tuple[str, int, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
+# Scripts in fixtures/scripts (the analyzer's fixtures) that train and save an artifact, with the
+# artifact's path inside $BNAUDIT_FIXTURE_OUT: `bnaudit check` and `bnaudit graph` must agree on them.
+COUNTERPARTS = {
+    "bn002_model_built_twice_without_reuse": "",
+    "bn004_checkpoint_trainable_variables": "",
+    "bn011_serving_signature_training_true": "export",
+    "clean_sess_run_train_op_and_update_ops": "",
+}
+SOURCE_FIXTURES = ROOT / "fixtures" / "scripts"
+
+
+def _env(**extra) -> dict[str, str]:
+    # One thread per process: two TensorFlow processes on two cores otherwise fight over them.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0",
+               OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", **extra)
     env.pop("BNAUDIT_LAMBDA_MARKER", None)
-    proc = subprocess.run([sys.executable, str(TRAINING / f"{script}.py"), str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    return script, proc.returncode, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return env
+
+
+def _run(name: str, argv: list[str], env: dict[str, str]) -> tuple[str, int, str]:
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=600)
+    return name, proc.returncode, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> dict[str, Path]:
-    """Script name -> its output directory; every script ran once, two at a time."""
+def session_artifacts(tmp_path_factory) -> dict[str, Path]:
+    """Every training script and every counterpart script run once, two at a time: name -> output dir."""
     base = tmp_path_factory.mktemp("trained")
-    outputs = {script: base / script for script in SCRIPTS}
-    # Longest first, so the two workers finish together.
-    order = sorted(SCRIPTS, key=lambda s: (not s.startswith(("keras", "tf2")), s))
+    jobs = {script: ([str(TRAINING / f"{script}.py"), str(base / script)], _env()) for script in SCRIPTS}
+    for script in COUNTERPARTS:
+        path = SOURCE_FIXTURES / f"{script}.py"
+        if path.exists():
+            out = base / "counterparts" / script
+            out.mkdir(parents=True)
+            jobs[script] = ([str(path)], _env(BNAUDIT_FIXTURE_OUT=str(out), BNAUDIT_FIXTURE_STEPS="300",
+                                              TF_USE_LEGACY_KERAS="1"))
+    # Keras/TF2 scripts take longest: start them first so that the two workers finish together.
+    order = sorted(jobs, key=lambda name: (not name.startswith(("keras", "tf2", "bn011", "bn004")), name))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda s: _run_script(s, outputs[s]), order))
-    failures = [f"{script} exited {code}:\n{log}" for script, code, log in results if code != 0]
+        results = list(pool.map(lambda name: _run(name, *jobs[name]), order))
+    failures = [f"{name} exited {code}:\n{log}" for name, code, log in results if code != 0]
     if failures:
         pytest.fail("training scripts failed:\n" + "\n\n".join(failures))
-    return outputs
+    return {name: Path(argv[1]) if name in SCRIPTS else Path(env["BNAUDIT_FIXTURE_OUT"])
+            for name, (argv, env) in jobs.items()}
+
+
+@pytest.fixture(scope="session")
+def trained(session_artifacts) -> dict[str, Path]:
+    """Training script name -> its output directory."""
+    return {script: session_artifacts[script] for script in SCRIPTS}
+
+
+@pytest.fixture(scope="session")
+def counterpart_path(session_artifacts):
+    def path(script: str) -> Path:
+        if script not in session_artifacts:
+            pytest.skip(f"fixtures/scripts/{script}.py is gone")
+        return session_artifacts[script] / COUNTERPARTS[script]
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,10 @@ import zipfile
 
 import pytest
 
-from graph_fixtures import artifact_path, run_cli, trained  # noqa: F401
+pytest.register_assert_rewrite("graph_fixtures")  # also loaded as a plugin: rewrite it before importing
+from graph_fixtures import run_cli
+
+pytest_plugins = ["graph_fixtures"]  # one session of trained artifacts for every module
 
 
 def _assert_clean_error(code: int, out: str, err: str, path, *fragments: str) -> None:

@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-from graph_fixtures import ARTIFACTS, artifact_path, codes_of, graph_json, run_cli, trained  # noqa: F401
+pytest.register_assert_rewrite("graph_fixtures")  # also loaded as a plugin: rewrite it before importing
+from graph_fixtures import ARTIFACTS, codes_of, graph_json, run_cli
+
+pytest_plugins = ["graph_fixtures"]  # one session of trained artifacts for every module
 
 
 @pytest.mark.parametrize("artifact_id", sorted(ARTIFACTS))
