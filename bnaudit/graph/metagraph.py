@@ -98,6 +98,12 @@ def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False
         layer = artifact.layer(scope)
         if layer is not None:
             layer.decay, layer.decay_source = decay, source
+    # bnaudit.layers.batch_norm counts its updates (num_updates) and bias-corrects its averages.
+    for layer in artifact.layers:
+        node = view.main.nodes.get(f"{layer.name}/num_updates")
+        if node is not None and (node.op in VARIABLE_OPS or node.op == "Const"):
+            layer.bias_corrected = True
+            layer.class_name = "bnaudit.layers.batch_norm"
     artifact.layers.sort(key=lambda layer: layer.name)
 
 

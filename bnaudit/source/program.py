@@ -191,20 +191,39 @@ class Program:
             for candidate in (frame.chain() if frame is not None else ()):
                 if candidate.module.module == value.module and candidate.function == value.function:
                     if candidate.bindings is None:
-                        return Located(V.UNKNOWN, None)
+                        return self._only_caller_binds(value)
                     bound = candidate.bindings.get(value.name)
                     if bound is not None:
                         return Located(bound[0], bound[1])
                     fn = candidate.module.functions.get(value.function)
                     default = fn.defaults.get(value.name) if fn is not None else None
                     return Located(default if default is not None else V.UNKNOWN, candidate)
-            return Located(V.UNKNOWN, None)
+            return self._only_caller_binds(value)
         if isinstance(value, V.Dotted):
             found = self._lookup_dotted(value.name)
             if found is not None:
                 module = self.by_name.get(value.name.rpartition(".")[0])
                 return Located(found, self.lexical(module, "") if module is not None else frame)
         return None
+
+    def _only_caller_binds(self, param: V.Param) -> Located:
+        """A parameter read outside any known activation (``self.model`` set from ``__init__``'s argument):
+        when the function has exactly one call site, that call's argument is the value."""
+        module = self.by_name.get(param.module)
+        if module is None or self._callers is None:  # still indexing the call sites
+            return Located(V.UNKNOWN, None)
+        sites = self._callers.get((id(module), param.function), [])
+        fn = module.functions.get(param.function)
+        if len(sites) != 1 or fn is None:
+            return Located(V.UNKNOWN, None)
+        caller_module, call = sites[0]
+        frame = self.lexical(caller_module, call.scope)
+        bound = self.bind(fn, call.value, frame, fn.class_name is not None).get(param.name)
+        if bound is not None:
+            return Located(bound[0], bound[1])
+        default = fn.defaults.get(param.name)
+        return Located(default, self.lexical(module, param.function)) if default is not None \
+            else Located(V.UNKNOWN, None)
 
     def deref(self, value: V.Value, frame: Frame | None) -> Located:
         """Follow names and parameters until a value that says what it is (memoized)."""
@@ -291,14 +310,16 @@ class Program:
     def callers(self) -> dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]]:
         """(module, function qualname) -> the call sites that reach it, resolved lexically."""
         if self._callers is None:
-            self._callers = {}
+            callers: dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]] = {}
             for module in self.modules:
                 for call in module.calls:
                     target = self.callee(call.value, self.lexical(module, call.scope))
                     if target is not None:
                         callee_module, fn, _ = target
-                        self._callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
-                # tf.cond(pred, f, g) and friends call their function arguments in place.
+                        callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
+            self._callers = callers
+            # Parameters read outside their activations resolve through call sites from now on.
+            self._deref.clear()
         return self._callers
 
     def frames(self, module: ModuleFacts, scope: str, depth: int = 0) -> list[Frame]:

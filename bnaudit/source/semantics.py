@@ -6,10 +6,12 @@ cannot tell; rules report only on definite answers.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 from bnaudit import catalogue
 from bnaudit.source import values as V
+from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Located, Program, Site
 
 _TENSOR_METHODS = frozenset({"placeholder", "placeholder_with_default", "Variable", "get_variable"})
@@ -292,3 +294,81 @@ def graph_context(program: Program, site: Site) -> tuple[str, int] | None:
         if isinstance(value, V.Call) and isinstance(value.func, V.Attr) and value.func.attr == "as_default":
             found = (frame.module.path, ctx.loc)
     return found
+
+
+def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) -> Located | None:
+    value = call.kwarg("reuse")
+    if value is None and len(call.args) > 8:
+        value = call.args[8]
+    return Located(value, frame) if value is not None else None
+
+
+def call_chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:
+    """The call sites from the program's top level down to the batch-norm call."""
+    frames = list(use.site.frame.chain())
+    out = [(frame.parent.module, frame.site) for frame in reversed(frames) if frame.site is not None
+           and frame.parent is not None]
+    out.append((use.module, use.call))
+    return out
+
+
+def reuse_of(program: Program, use: BatchNormUse) -> bool | None:
+    states = [reuse_state(program, use.args.get(use.api.reuse)) if use.api.reuse else False]
+    for call, frame, _ in variable_scopes(program, use.site):
+        states.append(reuse_state(program, variable_scope_reuse(program, call, frame)))
+    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down.
+    for module, site in call_chain(use):
+        for other in module.calls:
+            if other.scope == site.scope and other.loc < site.loc and isinstance(other.value.func, V.Attr) \
+                    and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
+                states.append(True)
+    if any(state is True for state in states):
+        return True
+    if any(state is None for state in states):
+        return None
+    return False
+
+
+def variable_scope_of(program: Program, use: BatchNormUse) -> str | None:
+    own = use.args.get(use.api.scope) if use.api.scope else None
+    if own is not None:
+        final = program.deref(own.value, own.frame)
+        if isinstance(final.value, V.Call) and \
+                program.qualname(final.value.func, final.frame) in catalogue.VARIABLE_SCOPE:
+            # A VariableScope object re-enters that scope instead of nesting a new one.
+            names = [scope_name(program, c.args[0] if c.args else c.kwarg("name_or_scope"), f)
+                     for c, f, _ in variable_scopes(program, use.site)]
+            return "/".join(n.strip("/") for n in names) if names and None not in names else None
+    return full_scope(program, use)
+
+
+def reachable_modules(program: Program, module: ModuleFacts) -> set[int]:
+    """The module and every checked module it imports, transitively."""
+    seen = {id(module)}
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for name in current.imports:
+            target = program.module_of(name)
+            if target is not None and id(target) not in seen:
+                seen.add(id(target))
+                todo.append(target)
+    return seen
+
+
+@lru_cache(maxsize=8)
+def building_functions(program: Program) -> frozenset[tuple[int, str]]:
+    """Functions that build a batch norm themselves or through the functions they call."""
+    building = {(id(use.module), use.call.scope.split(".<lambda")[0]) for use in program.batch_norms}
+    changed = True
+    while changed:
+        changed = False
+        for module in program.modules:
+            for other in module.calls:
+                if not other.scope or (id(module), other.scope) in building:
+                    continue
+                target = program.callee(other.value, program.lexical(module, other.scope))
+                if target is not None and (id(target[0]), target[1].qualname) in building:
+                    building.add((id(module), other.scope))
+                    changed = True
+    return frozenset(building)

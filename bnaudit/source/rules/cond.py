@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bnaudit import catalogue, faults
+from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Program
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.scopes import _reuse, _scope
-from bnaudit.source.rules.updates import _building_functions
 
 INSIDE, OUTSIDE = "inside", "outside"
 
@@ -39,81 +40,118 @@ def pick(flag, a, b):
     )
 
     def check(self, program: Program, report: Report) -> None:
-        if not program.batch_norms:
-            return
+        for cond in cond_layers(program):
+            if OUTSIDE in cond.kinds:
+                report.add(self.code, cond.module, cond.call.loc,
+                           "tf.cond picks between two batch-norm layers that are both built outside it, so "
+                           "both run on every step: the moving averages are updated with evaluation data "
+                           "and batch moments are computed at inference",
+                           fix="Build one batch norm and pass the boolean tensor as its "
+                               "`is_training`/`training` argument.")
+            elif cond.shared is not False:
+                report.add(self.code, cond.module, cond.call.loc,
+                           "tf.cond picks between two batch-norm layers that share variables: correct, but "
+                           "the graph holds two layers and duplicated moments",
+                           fix="Use one layer and pass the boolean tensor as `is_training`/`training`.",
+                           severity=faults.WARNING)
+            else:
+                report.add(self.code, cond.module, cond.call.loc,
+                           "tf.cond picks between two batch-norm layers that do not share variables: the "
+                           "evaluation branch normalizes with statistics that are never trained",
+                           fix="Use one layer and pass the boolean tensor as `is_training`/`training`.")
+
+
+@dataclass
+class CondLayers:
+    """A tf.cond whose two branches each yield a batch-norm layer."""
+    module: ModuleFacts
+    call: CallFact
+    kinds: list[str]
+    shared: bool | None
+    # The call in the cond (a batch norm, or the wrapper that builds one) of the later branch.
+    later: tuple[ModuleFacts, CallFact] | None
+
+
+def cond_layers(program: Program) -> list[CondLayers]:
+    cache = program.__dict__.setdefault("_cond_layers", [])
+    if cache:
+        return cache[0]
+    found: list[CondLayers] = []
+    if program.batch_norms:
         for module in program.modules:
             for call in module.calls:
                 frame = program.lexical(module, call.scope)
                 if program.qualname(call.value.func, frame) not in catalogue.COND:
                     continue
-                branches = self._branches(call.value)
+                branches = _branches(call.value)
                 if len(branches) != 2:
                     continue
-                kinds = [self._kind(program, module, call, branch, frame) for branch in branches]
+                kinds = [_kind(program, branch, frame) for branch in branches]
                 if None in kinds:
                     continue
-                if OUTSIDE in kinds:
-                    report.add(self.code, module, call.loc,
-                               "tf.cond picks between two batch-norm layers that are both built outside it, so "
-                               "both run on every step: the moving averages are updated with evaluation data "
-                               "and batch moments are computed at inference",
-                               fix="Build one batch norm and pass the boolean tensor as its "
-                                   "`is_training`/`training` argument.")
-                elif self._shared(program, module, call):
-                    report.add(self.code, module, call.loc,
-                               "tf.cond picks between two batch-norm layers that share variables: correct, but "
-                               "the graph holds two layers and duplicated moments",
-                               fix="Use one layer and pass the boolean tensor as `is_training`/`training`.",
-                               severity=faults.WARNING)
-                else:
-                    report.add(self.code, module, call.loc,
-                               "tf.cond picks between two batch-norm layers that do not share variables: the "
-                               "evaluation branch normalizes with statistics that are never trained",
-                               fix="Use one layer and pass the boolean tensor as `is_training`/`training`.")
+                inside = _inside(program, module, call)
+                later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
+                found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later))
+    cache.append(found)
+    return found
 
-    @staticmethod
-    def _branches(call: V.Call) -> list[V.Value]:
-        found = list(call.args[1:3])
-        for names in (("true_fn", "fn1"), ("false_fn", "fn2")):
-            for name in names:
-                if call.kwarg(name) is not None:
-                    found.append(call.kwarg(name))
-        return found[:2]
 
-    def _kind(self, program: Program, module: ModuleFacts, cond: CallFact, branch: V.Value,
-              frame: Frame) -> str | None:
-        building = _building_functions(program)
-        located = program.deref(branch, frame)
-        value = located.value
-        if isinstance(value, V.FunctionRef):
-            target = program.function(value)
-            return INSIDE if target and (id(target[0]), target[1].qualname) in building else None
-        if not isinstance(value, V.Lambda):
-            return None
-        body = value.body
-        kind = INSIDE
-        if isinstance(body, V.Ref):
-            body = program.deref(body, frame).value
-            kind = OUTSIDE
-        if not isinstance(body, V.Call):
-            return None
-        if any(use.call.value is body for use in program.batch_norms if use.how != "construct"):
-            return kind
-        target = program.callee(body, frame)
-        if target is not None and (id(target[0]), target[1].qualname) in building:
-            return kind
+def _branches(call: V.Call) -> list[V.Value]:
+    found = list(call.args[1:3])
+    for names in (("true_fn", "fn1"), ("false_fn", "fn2")):
+        for name in names:
+            if call.kwarg(name) is not None:
+                found.append(call.kwarg(name))
+    return found[:2]
+
+
+def _kind(program: Program, branch: V.Value, frame: Frame) -> str | None:
+    building = S.building_functions(program)
+    located = program.deref(branch, frame)
+    value = located.value
+    if isinstance(value, V.FunctionRef):
+        target = program.function(value)
+        return INSIDE if target and (id(target[0]), target[1].qualname) in building else None
+    if not isinstance(value, V.Lambda):
         return None
+    body = value.body
+    kind = INSIDE
+    if isinstance(body, V.Ref):
+        body = program.deref(body, frame).value
+        kind = OUTSIDE
+    if not isinstance(body, V.Call):
+        return None
+    if any(use.call.value is body for use in program.batch_norms if use.how != "construct"):
+        return kind
+    target = program.callee(body, frame)
+    if target is not None and (id(target[0]), target[1].qualname) in building:
+        return kind
+    return None
 
-    @staticmethod
-    def _shared(program: Program, module: ModuleFacts, cond: CallFact) -> bool:
-        """Whether the batch norms built in the branches share one scope (one of them reusing it)."""
-        inside: list[BatchNormUse] = []
-        for use in program.batch_norms:
-            locs = [use.call.loc] + [frame.site.loc for frame in use.site.frame.chain() if frame.site is not None]
-            modules = [use.module] + [frame.parent.module for frame in use.site.frame.chain()
-                                      if frame.site is not None and frame.parent is not None]
-            if any(m is module and cond.loc < loc <= cond.end for loc, m in zip(locs, modules)):
-                inside.append(use)
-        scopes = {_scope(program, use) for use in inside}
-        return len(inside) >= 2 and len(scopes) == 1 and None not in scopes and \
-            any(_reuse(program, use) for use in inside)
+
+def _inside(program: Program, module: ModuleFacts, cond: CallFact
+            ) -> list[tuple[BatchNormUse, tuple[ModuleFacts, CallFact]]]:
+    """The layers built within the cond's branches, each with its call inside the cond."""
+    out = []
+    for use in program.batch_norms:
+        for where in S.call_chain(use):
+            if where[0] is module and cond.loc < where[1].loc <= cond.end:
+                out.append((use, where))
+                break
+    return out
+
+
+def _shared(program: Program, inside: list[BatchNormUse]) -> bool | None:
+    """Whether the branches' layers share variables: True (one reuses the other's scope), False (each
+    creates its own), None (cannot tell)."""
+    if len(inside) < 2:
+        return None
+    reuses = [S.reuse_of(program, use) for use in inside]
+    if all(reuse is False for reuse in reuses):
+        return False
+    if any(reuse is True for reuse in reuses):
+        scopes = {S.variable_scope_of(program, use) for use in inside}
+        if None not in scopes and len(scopes) > 1:
+            return False
+        return True
+    return None

@@ -10,7 +10,6 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import Program
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.scopes import chain
 
 RESIDUAL_LIMIT = 0.1
 _STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
@@ -147,7 +146,7 @@ with tf.Session() as sess:
         for use in uses:
             # The longest run stated where this layer is built: in a function on its call chain, or at
             # the top level of a module on it.
-            calls = chain(use)
+            calls = S.call_chain(use)
             stated = [n for module, scope, n in lengths
                       if any(m is module and (not scope or _top(c.scope) == scope or not c.scope) for m, c in calls)]
             if not stated:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from bnaudit import catalogue
+from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.program import Frame, Program
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.updates import reachable_modules
 
 _BN_NAME_FILTER = re.compile(r"moving|batchnorm|batch_norm|bn\b|/bn|bn/", re.IGNORECASE)
 _ALL_VARIABLES = frozenset({
@@ -109,7 +109,7 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
         if not uses:
             return
         for module in program.modules:
-            reachable = reachable_modules(program, module)
+            reachable = S.reachable_modules(program, module)
             nearby = [use for use in uses if id(use.site.root.module) in reachable or id(use.module) in reachable]
             if not nearby:
                 continue

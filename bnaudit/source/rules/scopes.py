@@ -11,25 +11,10 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Located, Program
 from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules.cond import INSIDE, cond_layers
 
 _EVAL_WORDS = re.compile(r"eval|test|val|infer|predict|serv|export", re.IGNORECASE)
 _SCOPED_FAMILIES = ("contrib/slim", "tf.layers")
-
-
-def _variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) -> Located | None:
-    value = call.kwarg("reuse")
-    if value is None and len(call.args) > 8:
-        value = call.args[8]
-    return Located(value, frame) if value is not None else None
-
-
-def chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:
-    """The call sites from the program's top level down to the batch-norm call."""
-    frames = list(use.site.frame.chain())
-    out = [(frame.parent.module, frame.site) for frame in reversed(frames) if frame.site is not None
-           and frame.parent is not None]
-    out.append((use.module, use.call))
-    return out
 
 
 @dataclass
@@ -39,36 +24,6 @@ class _Layer:
     reuse: bool | None
     order: tuple[int, ...]
     chain: list[tuple[ModuleFacts, CallFact]]
-
-
-def _reuse(program: Program, use: BatchNormUse) -> bool | None:
-    states = [S.reuse_state(program, use.args.get(use.api.reuse)) if use.api.reuse else False]
-    for call, frame, _ in S.variable_scopes(program, use.site):
-        states.append(S.reuse_state(program, _variable_scope_reuse(program, call, frame)))
-    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down.
-    for module, site in chain(use):
-        for other in module.calls:
-            if other.scope == site.scope and other.loc < site.loc and isinstance(other.value.func, V.Attr) \
-                    and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
-                states.append(True)
-    if any(state is True for state in states):
-        return True
-    if any(state is None for state in states):
-        return None
-    return False
-
-
-def _scope(program: Program, use: BatchNormUse) -> str | None:
-    own = use.args.get(use.api.scope) if use.api.scope else None
-    if own is not None:
-        final = program.deref(own.value, own.frame)
-        if isinstance(final.value, V.Call) and \
-                program.qualname(final.value.func, final.frame) in catalogue.VARIABLE_SCOPE:
-            # A VariableScope object re-enters that scope instead of nesting a new one.
-            names = [S.scope_name(program, c.args[0] if c.args else c.kwarg("name_or_scope"), f)
-                     for c, f, _ in S.variable_scopes(program, use.site)]
-            return "/".join(n.strip("/") for n in names) if names and None not in names else None
-    return S.full_scope(program, use)
 
 
 def _flag(program: Program, use: BatchNormUse):
@@ -105,8 +60,8 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
         for use in program.batch_norms:
             if use.api.family not in _SCOPED_FAMILIES or use.api.kind != catalogue.FUNCTION:
                 continue
-            sites = chain(use)
-            layers.append(_Layer(use, _scope(program, use), _reuse(program, use),
+            sites = S.call_chain(use)
+            layers.append(_Layer(use, S.variable_scope_of(program, use), S.reuse_of(program, use),
                                  tuple(call.loc for _, call in sites), sites))
             own = use.args.get(use.api.scope) if use.api.scope else None
             if own is not None and S.is_name_scope(program, own.value, own.frame):
@@ -115,6 +70,14 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                            "so this layer's variables are not where the name says and are not shared",
                            fix="Use `tf.variable_scope(...)` (or pass a plain string) as the layer's scope.")
         # Layers collide only within one graph: same top-level code, same `tf.Graph().as_default()`.
+        for cond in cond_layers(program):
+            if cond.kinds == [INSIDE, INSIDE] and cond.shared is False and cond.later is not None:
+                module, call = cond.later
+                report.add(self.code, module, call.loc,
+                           "the two branches of this tf.cond build separate batch-norm variables: the layer "
+                           "used for evaluation has its own moving statistics, which training never updates",
+                           fix="Build one layer with the flag tensor as `training`/`is_training` (or give the "
+                               "second branch the same scope with reuse=True).")
         by_root: dict[tuple, list[_Layer]] = {}
         for layer in layers:
             key = (id(layer.chain[0][0]), S.graph_context(program, layer.use.site))
@@ -173,7 +136,7 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
             explicit = layer.use.args.get(layer.use.api.reuse) if layer.use.api.reuse else None
             if S.is_auto_reuse(program, explicit):
                 continue
-            if any(S.is_auto_reuse(program, _variable_scope_reuse(program, c, f))
+            if any(S.is_auto_reuse(program, S.variable_scope_reuse(program, c, f))
                    for c, f, _ in S.variable_scopes(program, layer.use.site)):
                 continue
             if any(other.scope == layer.scope and other.reuse is not True for other in everything):
@@ -210,7 +173,7 @@ y = tf.contrib.layers.batch_norm(x, reuse=tf.AUTO_REUSE, scope='bn')
                 if given is not None and self._is_runtime(program, given, fed):
                     report.add(self.code, use.module, use.call.loc, self._message("this batch norm"))
             for call, frame, loc in S.variable_scopes(program, use.site):
-                given = _variable_scope_reuse(program, call, frame)
+                given = S.variable_scope_reuse(program, call, frame)
                 if given is not None and self._is_runtime(program, given, fed):
                     module = frame.module if frame is not None else use.module
                     report.add(self.code, module, loc, self._message("the variable scope around a batch norm"))

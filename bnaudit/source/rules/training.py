@@ -10,7 +10,6 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Located, Program
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.scopes import chain
 
 _WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
 # Names of functions and results on an evaluation path.  Not "inference": TF tutorials name the
@@ -247,7 +246,7 @@ eval_logits = model(x, is_training=False)
         return False
 
     def _inference_call(self, program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
-        calls = chain(use)
+        calls = S.call_chain(use)
         for index, (module, call) in enumerate(calls):
             if _words(call.target) & _EVAL_TARGET_WORDS:
                 return module, call

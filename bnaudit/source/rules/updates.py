@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from bnaudit import catalogue
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Program, Site
 from bnaudit.source.rules import Report, Rule
-from bnaudit.source.rules.scopes import chain
 
 
 def collection_updates(program: Program, use: BatchNormUse) -> bool | None:
@@ -49,20 +46,6 @@ def collection_of(program: Program, use: BatchNormUse) -> str | None:
 def collection_names(program: Program, uses: list[BatchNormUse]) -> frozenset[str]:
     """Custom collections named by ``updates_collections='updates-model1'``."""
     return frozenset(name for use in uses if (name := collection_of(program, use)) not in (None, UPDATE_OPS))
-
-
-def reachable_modules(program: Program, module: ModuleFacts) -> set[int]:
-    """The module and every checked module it imports, transitively."""
-    seen = {id(module)}
-    todo = [module]
-    while todo:
-        current = todo.pop()
-        for name in current.imports:
-            target = program.module_of(name)
-            if target is not None and id(target) not in seen:
-                seen.add(id(target))
-                todo.append(target)
-    return seen
 
 
 class UnrunUpdateOps(Rule):
@@ -113,7 +96,7 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                          if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS]
             if not train_ops:
                 continue
-            reachable = reachable_modules(program, module)
+            reachable = S.reachable_modules(program, module)
             candidates = [use for use in uses if id(use.site.root.module) in reachable]
             if candidates:
                 for call in train_ops:
@@ -237,7 +220,7 @@ def _feeding(program: Program, site: Site, candidates: list[BatchNormUse]) -> li
     here = {(id(frame.module), frame.function) for frame in site.frame.chain()}
 
     def feeds(use: BatchNormUse) -> bool:
-        calls = chain(use)
+        calls = S.call_chain(use)
         level = [call for module, call in calls if (id(module), call.scope.split(".<lambda")[0]) in here]
         return any(id(call.value) in reached for call in (level or [c for _, c in calls]))
 
@@ -247,7 +230,7 @@ def _feeding(program: Program, site: Site, candidates: list[BatchNormUse]) -> li
 
 def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> tuple[bool, bool]:
     """Whether batch norm is built before / after ``call`` in the same function."""
-    building = _building_functions(program)
+    building = S.building_functions(program)
     before = after = False
     for other in module.calls:
         if other.scope != call.scope or other is call:
@@ -262,21 +245,3 @@ def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> 
             else:
                 after = True
     return before, after
-
-
-@lru_cache(maxsize=8)
-def _building_functions(program: Program) -> frozenset[tuple[int, str]]:
-    """Functions that build a batch norm themselves or through the functions they call."""
-    building = {(id(use.module), use.call.scope.split(".<lambda")[0]) for use in program.batch_norms}
-    changed = True
-    while changed:
-        changed = False
-        for module in program.modules:
-            for other in module.calls:
-                if not other.scope or (id(module), other.scope) in building:
-                    continue
-                target = program.callee(other.value, program.lexical(module, other.scope))
-                if target is not None and (id(target[0]), target[1].qualname) in building:
-                    building.add((id(module), other.scope))
-                    changed = True
-    return frozenset(building)
