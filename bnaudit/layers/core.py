@@ -10,8 +10,10 @@ Why each piece exists (fault codes from the catalogue in brackets):
 * ``FusedBatchNormV3`` computes the batch moments in two passes (mean, then the
   mean of squared deviations) with float32 accumulation for float16/bfloat16
   inputs, so variance cannot cancel to a negative number the way one-pass
-  E[x^2] - E[x]^2 does [BN005].  Every rank and axis is reshaped (never
-  transposed) to a 4-D NHWC or NCHW view so the same kernel runs everywhere.
+  E[x^2] - E[x]^2 does [BN005].  A float32 batch whose mean is far from zero
+  relative to its spread is shifted first, so the sums keep its precision.
+  Every rank and axis is reshaped (never transposed) to a 4-D NHWC or NCHW
+  view so the same kernel runs everywhere.
 * The moving averages are bias-corrected as a cumulative average until the
   window of ``1 / (1 - momentum)`` steps is full, then an exponential average:
   the factor is ``max(1 - momentum, 1 / t)`` at update ``t``.  The stored
@@ -41,7 +43,7 @@ def check_hyperparameters(momentum: float, epsilon: float) -> tuple[float, float
     epsilon = float(epsilon)
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    if not epsilon > 0.0 or epsilon != epsilon or epsilon == float("inf"):
+    if not 0.0 < epsilon < float("inf"):  # also rejects NaN
         raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
     return momentum, epsilon
 
