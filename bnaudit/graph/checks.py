@@ -177,12 +177,14 @@ def _named_duplicates(artifact: Artifact) -> list[tuple[BNLayer, BNLayer, dict]]
     """
     pairs = []
     layers = artifact.layers
+    states = [_state(layer) for layer in layers]
+    stems = [_stem(layer.name) for layer in layers]
     for index, stale in enumerate(layers):
-        if _state(stale) != "untouched":
+        if states[index] != "untouched":
             continue
         candidates = [(position, layer) for position, layer in enumerate(layers)
-                      if layer is not stale and _state(layer) == "trained"
-                      and layer.channels == stale.channels and _stem(layer.name) == _stem(stale.name)]
+                      if position != index and states[position] == "trained"
+                      and layer.channels == stale.channels and stems[position] == stems[index]]
         if not candidates:
             continue
         exact = [item for item in candidates if _STEM_PART.sub("", stale.name) == item[1].name]
@@ -235,7 +237,8 @@ def check_bn004(artifact: Artifact) -> list[Finding]:
         missing = declared or orphaned
         if not missing:
             continue
-        reason = "though the graph/config has them" if declared else "though gamma/beta are saved"
+        source = "config" if "Keras" in artifact.kind else "graph"
+        reason = f"though the {source} declares them" if declared else "though gamma/beta are saved"
         if params and declared:
             reason += f", while {' and '.join(params)} are saved"
         findings.append(_finding(
@@ -414,11 +417,13 @@ def check_bn011(artifact: Artifact) -> list[Finding]:
                            f"{name}: assigns {target}")
     findings = []
     for name, hit in sorted(hits.items()):
-        entries = ", ".join(hit["entry_points"])
+        entries = " and ".join(hit["entry_points"])
+        verb = "normalize" if len(hit["entry_points"]) > 1 else "normalizes"
         findings.append(_finding(
             artifact, "BN011", name,
-            f"{entries} normalizes {name!r} with batch statistics"
-            + (" and updates its moving statistics" if any("assigns" in e for e in hit["evidence"]) else "")
+            f"{entries} {verb} {name!r} with batch statistics"
+            + (f" and {'update' if len(hit['entry_points']) > 1 else 'updates'} its moving statistics"
+               if any("assigns" in e for e in hit["evidence"]) else "")
             + ": predictions depend on the batch they arrive in",
             hit))
     return findings
