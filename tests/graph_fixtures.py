@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,26 @@ COUNTERPARTS = {
     "clean_sess_run_train_op_and_update_ops": "",
 }
 SOURCE_FIXTURES = ROOT / "fixtures" / "scripts"
+RULES = ROOT / "rules"
+# The training code in the graph-only rule documents, run as written (the save path moved to a
+# temporary directory): what `bnaudit graph` must report on what each block saves.
+DOC_EXAMPLES = {
+    ("BN010-stale-moving-stats", "bad-graph"): {"BN010"},
+    ("BN010-stale-moving-stats", "good-graph"): set(),
+    ("BN012-nonfinite-bn-params", "bad-graph"): {"BN012"},
+    ("BN012-nonfinite-bn-params", "good-graph"): set(),
+}
+
+
+def doc_block(document: str, tag: str) -> str:
+    text = (RULES / f"{document}.md").read_text(encoding="utf-8")
+    blocks = re.findall(rf"^```python {re.escape(tag)}\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, f"{document}.md needs exactly one ```python {tag} block"
+    return blocks[0]
+
+
+def doc_job_name(document: str, tag: str) -> str:
+    return f"doc-{document.split('-', 1)[0]}-{tag}"
 
 
 def _env(**extra) -> dict[str, str]:
@@ -87,8 +108,15 @@ def session_artifacts(tmp_path_factory) -> dict[str, Path]:
             out.mkdir(parents=True)
             jobs[script] = ([str(path)], _env(BNAUDIT_FIXTURE_OUT=str(out), BNAUDIT_FIXTURE_STEPS="300",
                                               TF_USE_LEGACY_KERAS="1"))
+    for (document, tag) in DOC_EXAMPLES:
+        name = doc_job_name(document, tag)
+        out = base / "docs" / name
+        out.mkdir(parents=True)
+        script = base / "docs" / f"{name}.py"
+        script.write_text(re.sub(r'"/tmp/[\w-]+/', lambda m: f'"{out}/', doc_block(document, tag)), encoding="utf-8")
+        jobs[name] = ([str(script)], _env(BNAUDIT_FIXTURE_OUT=str(out)))
     # Keras/TF2 scripts take longest: start them first so that the two workers finish together.
-    order = sorted(jobs, key=lambda name: (not name.startswith(("keras", "tf2", "bn011", "bn004")), name))
+    order = sorted(jobs, key=lambda name: (not name.startswith(("keras", "tf2", "bn011", "bn004", "doc-BN010")), name))
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda name: _run(name, *jobs[name]), order))
     failures = [f"{name} exited {code}:\n{log}" for name, code, log in results if code != 0]
