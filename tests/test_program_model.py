@@ -3,7 +3,6 @@ imports across files) and how names are resolved.  Each case is a small program 
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -406,7 +406,7 @@ class Program:
         if api is None or api.kind == catalogue.OP and how != "direct":
             return []
         use = BatchNormUse(api, site, how)
-        for ctx_value, frame, source in self._arg_scope_defaults(site, value if isinstance(value, V.Dotted) else None, api):
+        for ctx_value, frame, source in self._arg_scope_defaults(site, api):
             extra.insert(0, (ctx_value, frame, source))
         for defaults, frame, source in extra:
             self._merge_dict(use, defaults, frame, source)
@@ -455,8 +455,8 @@ class Program:
                     use.sources.pop(key.value, None)
         return True
 
-    def _arg_scope_defaults(self, site: Site, func: V.Dotted | None, api: BatchNormAPI
-                            ) -> list[tuple[V.Value, Frame | None]]:
+    def _arg_scope_defaults(self, site: Site, api: BatchNormAPI
+                            ) -> list[tuple[V.Value, Frame | None, tuple[ModuleFacts, int]]]:
         """``slim.arg_scope([slim.batch_norm], decay=...)`` around the call, innermost first."""
         found: list[tuple[V.Value, Frame | None, tuple[ModuleFacts, int]]] = []
         for (funcs, kwargs, ctx_frame), frame, ctx in self.arg_scopes(site):
@@ -503,7 +503,7 @@ class Program:
         if api is None or api.kind == catalogue.OP:
             return []
         use = BatchNormUse(api, site, "normalizer_fn")
-        for defaults, ctx_frame, source in self._arg_scope_defaults(site, None, api):
+        for defaults, ctx_frame, source in self._arg_scope_defaults(site, api):
             self._merge_dict(use, defaults, ctx_frame, source)
         if params_value is not None and not self._merge_dict(use, params_value, params_frame):
             if not (isinstance(params_value, V.Const) and params_value.value is None):

@@ -9,7 +9,7 @@ from bnaudit import catalogue
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
-from bnaudit.source.program import BatchNormUse, Frame, Located, Program
+from bnaudit.source.program import BatchNormUse, Located, Program
 from bnaudit.source.rules import Report, Rule
 from bnaudit.source.rules.cond import INSIDE, cond_layers
 
@@ -124,7 +124,7 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
         flags = (_flag(program, earlier.use), _flag(program, later.use))
         if flags[1] is False and flags[0] is not False:
             return True
-        for module, call in later.chain:
+        for _module, call in later.chain:
             if call.target and _EVAL_WORDS.search(call.target) or _EVAL_WORDS.search(call.scope or ""):
                 return True
         return False

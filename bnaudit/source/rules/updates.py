@@ -43,11 +43,6 @@ def collection_of(program: Program, use: BatchNormUse) -> str | None:
     return None
 
 
-def collection_names(program: Program, uses: list[BatchNormUse]) -> frozenset[str]:
-    """Custom collections named by ``updates_collections='updates-model1'``."""
-    return frozenset(name for use in uses if (name := collection_of(program, use)) not in (None, UPDATE_OPS))
-
-
 class UnrunUpdateOps(Rule):
     code = "BN001"
     invalid = (
