@@ -37,6 +37,10 @@ ARTIFACTS = {
     "keras-export": ("keras_correct", "export", set()),
     "tf2-savedmodel": ("keras_correct", "tf2_savedmodel", set()),
     "lambda-keras": ("keras_lambda_writes_file", "lambda.keras", set()),
+    "keras-nested": ("keras_nested_correct", "nested.keras", set()),
+    "h5-nested": ("keras_nested_correct", "nested.h5", set()),
+    "weights-h5-nested": ("keras_nested_correct", "nested.weights.h5", set()),
+    "keras-subclassed": ("keras_nested_correct", "subclassed.keras", set()),
     # one per fault
     "bn001-unrun-update-ops": ("tf1_unrun_update_ops", "ckpt", {"BN001", "BN010"}),
     "bn002-cond-duplicated": ("tf1_cond_duplicated", "ckpt", {"BN002"}),

@@ -208,3 +208,20 @@ def test_lambda_layer_is_never_executed(artifact_path, tmp_path):
     load = "import keras, sys; keras.models.load_model(sys.argv[1], safe_mode=False)"
     subprocess.run([sys.executable, "-c", load, str(keras_file)], capture_output=True, env=env, timeout=300)
     assert marker.exists()
+
+
+@pytest.mark.parametrize("artifact_id, layers", [
+    ("keras-nested", {"block/inner_bn", "own_bn", "outer_bn"}),
+    ("h5-nested", {"block/inner_bn", "own_bn", "outer_bn"}),
+    ("weights-h5-nested", {"inner_bn", "own_bn", "outer_bn"}),
+    ("keras-subclassed", {"batch_normalization"}),
+    ("tf2-savedmodel", {"conv_bn", "fc_bn"}),
+    ("keras-export", {"conv_bn", "fc_bn"}),
+    ("frozen-pbtxt", {"conv_bn", "fc_bn"}),
+])
+def test_every_batch_norm_layer_is_found(artifact_id, layers, artifact_path):
+    """Nested models, bnaudit's own layer, center=False, subclassed models, TF2 exports, frozen graphs."""
+    code, out, _ = run_cli("graph", str(artifact_path(artifact_id)))
+    rows = {line.split()[0] for line in out.splitlines()[3:] if line and not line.startswith(("BN0", " ", "0 "))}
+    assert layers <= rows, out
+    assert "0 findings in 1 artifact" in out

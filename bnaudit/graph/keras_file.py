@@ -177,15 +177,25 @@ def _keras3_step(h5) -> tuple[int | None, str | None]:
 
 def _fill_keras3(artifact: Artifact, h5, config_layers: list[BNLayer] | None) -> None:
     entries = _keras3_vars(h5)
-    if config_layers is None:
+    if not config_layers:  # weights only, or a subclassed model whose config lists no layers
         for group, name, datasets in entries:
-            if not group.startswith("layers/") and "/layers/" not in group:
+            # The group is keyed by the class (``batch_normalization_1``) in a functional model and by
+            # the attribute in a subclassed one; ``vars`` records the layer's own name.
+            if not (_BN_KEY.match(group.rsplit("/", 1)[-1]) or _BN_KEY.match(name)):
                 continue
-            if not _BN_KEY.match(group.rsplit("/", 1)[-1]) or len(datasets) < 2:
+            # Trainable vectors (gamma, beta) come first, then moving_mean, moving_variance, then any
+            # extras (renorm statistics; the scalar update count of bnaudit.layers).
+            vectors = [d for d in datasets if len(d.shape) == 1]
+            if len(vectors) < 2:
                 continue
+            if len(vectors) == 2:
+                roles = [MEAN, VARIANCE]
+            elif len(vectors) == 3:  # center or scale off: which one is left is not recorded
+                roles, vectors = [MEAN, VARIANCE], vectors[1:]
+            else:
+                roles = [GAMMA, BETA, MEAN, VARIANCE]
             layer = BNLayer(name or group)
-            roles = [GAMMA, BETA, MEAN, VARIANCE] if len(datasets) >= 4 else [MEAN, VARIANCE]
-            for role, dataset in zip(roles, datasets):
+            for role, dataset in zip(roles, vectors):
                 layer.keys[role] = dataset.name
                 layer.values[role] = _read(dataset)
             artifact.layers.append(layer)
@@ -256,8 +266,11 @@ def _fill_legacy(artifact: Artifact, h5, group, config_layers: list[BNLayer] | N
             artifact.layers.append(layer)
     else:
         for layer in config_layers:
+            # Weights of a nested model's layers are named with the nested model's name in front.
             short = layer.name.rsplit("/", 1)[-1]
-            for role, dataset in scopes.get(short, {}).items():
+            roles = scopes.get(layer.name) or scopes.get(short) or next(
+                (found for scope, found in scopes.items() if scope.rsplit("/", 1)[-1] == short), {})
+            for role, dataset in roles.items():
                 layer.keys[role] = dataset.name
                 layer.values[role] = _read(dataset)
             artifact.layers.append(layer)
