@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 # Never descended into unless named on the command line.
@@ -18,6 +19,12 @@ SKIPPED_DIRS = frozenset({
 class Discovery:
     files: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def file_key(path: Path) -> tuple[int, int]:
+    """Identifies a file however it was named (symlinks, ``./``), for one stat call."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def _is_virtualenv(directory: Path) -> bool:
@@ -40,10 +47,13 @@ def _excluded(path: Path, patterns: list[str], root: Path | None) -> bool:
 
 def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None) -> Discovery:
     found = Discovery()
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
 
     def add(file: Path) -> None:
-        key = file.resolve()
+        try:
+            key = file_key(file)
+        except OSError:
+            key = (-1, hash(file))
         if key not in seen:
             seen.add(key)
             found.files.append(file)
@@ -74,13 +84,17 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
     return found
 
 
+@lru_cache(maxsize=4096)
+def _package_path(directory: Path) -> tuple[str, ...]:
+    """The package names from the top of the package tree down to ``directory`` (empty if no package)."""
+    if directory.parent == directory or not (directory / "__init__.py").is_file():
+        return ()
+    return (*_package_path(directory.parent), directory.name)
+
+
 def module_name(path: Path) -> tuple[str, bool]:
     """The dotted module name a file is imported as, and whether it is a package's ``__init__``."""
-    path = path.resolve()
+    path = path.absolute()
     is_package = path.name == "__init__.py"
-    parts = [] if is_package else [path.stem]
-    directory = path.parent
-    while (directory / "__init__.py").is_file() and directory.parent != directory:
-        parts.append(directory.name)
-        directory = directory.parent
-    return ".".join(reversed(parts)) or path.stem, is_package
+    parts = _package_path(path.parent) + (() if is_package else (path.stem,))
+    return ".".join(parts) or path.stem, is_package

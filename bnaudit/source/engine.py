@@ -18,7 +18,7 @@ from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
 from bnaudit.source import prefilter
 from bnaudit.source.cache import FactCache
-from bnaudit.source.discover import discover, module_name
+from bnaudit.source.discover import discover, file_key, module_name
 from bnaudit.source.facts import ModuleFacts, extract, locate
 from bnaudit.source.program import Program
 from bnaudit.source.rules import RawFinding, run_all
@@ -106,7 +106,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     result = CheckResult()
     found = discover(paths, exclude or [], exclude_root)
     result.errors.extend(found.errors)
-    named = {p.resolve() for p in paths if p.is_file()}
+    named = {file_key(p) for p in paths if p.is_file()}
     explicit: set[str] = set()
 
     data: dict[str, bytes] = {}
@@ -119,7 +119,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
             result.errors.append(f"{shown}: cannot read: {exc.strerror or exc}")
             continue
         modules[shown] = module_name(file)
-        if file.resolve() in named:
+        if named and file_key(file) in named:
             explicit.add(shown)
     result.files_checked = len(data)
 

@@ -25,8 +25,16 @@ _BINOPS = {
 }
 
 
+class _Record:
+    """Fast pickling for the slotted fact records (see ``values.Value.__reduce__``)."""
+    __slots__ = ()
+
+    def __reduce__(self):
+        return type(self), tuple(getattr(self, name) for name in self.__slots__)
+
+
 @dataclass(slots=True)
-class CallFact:
+class CallFact(_Record):
     loc: int
     value: V.Call
     scope: str
@@ -37,7 +45,7 @@ class CallFact:
 
 
 @dataclass(slots=True)
-class ContextFact:
+class ContextFact(_Record):
     loc: int
     value: V.Value
     alias: str | None
@@ -46,7 +54,7 @@ class ContextFact:
 
 
 @dataclass(slots=True)
-class AssignFact:
+class AssignFact(_Record):
     name: str
     value: V.Value
     scope: str
@@ -55,7 +63,7 @@ class AssignFact:
 
 
 @dataclass(slots=True)
-class FunctionFact:
+class FunctionFact(_Record):
     qualname: str
     params: tuple[str, ...]
     defaults: dict[str, V.Value]
@@ -69,7 +77,7 @@ class FunctionFact:
 
 
 @dataclass(slots=True)
-class ClassFact:
+class ClassFact(_Record):
     name: str
     bases: tuple[V.Value, ...]
     loc: int
@@ -77,7 +85,7 @@ class ClassFact:
 
 
 @dataclass(slots=True)
-class LoopFact:
+class LoopFact(_Record):
     loc: int
     scope: str
     target: str | None
@@ -86,7 +94,7 @@ class LoopFact:
 
 
 @dataclass(slots=True)
-class TestFact:
+class TestFact(_Record):
     """A place where Python evaluates a value as a bool."""
     loc: int
     kind: str                     # if, while, not, and, or, ifexp, assert

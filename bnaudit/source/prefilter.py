@@ -17,9 +17,17 @@ _BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "movi
 BN_RE = re.compile("|".join(re.escape(name) for name in _BN_NAMES))
 # A batch-norm API called (not defined): `batch_norm(` outside a `def`/`class` line.
 _BN_CALL_RE = re.compile(
-    r"^(?![ \t]*(?:def|class)\b).*?\b(?:"
-    + "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
-    + r")\s*\(", re.MULTILINE)
+    r"\b(?:" + "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
+    + r")\s*\(")
+_DEFINITION_RE = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class)\b")
+
+
+def calls_batch_norm(text: str) -> bool:
+    for match in _BN_CALL_RE.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if not _DEFINITION_RE.match(text, line_start):
+            return True
+    return False
 
 # What a file without batch norm must mention to matter to a rule.
 RELATED_RE = re.compile(
@@ -74,7 +82,7 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         return set()
     # Only modules that build layers link other files in (a library module that defines
     # batch_normalization does not make every file importing it relevant).
-    bn_modules = {modules[path][0] for path in bn_paths if _BN_CALL_RE.search(texts[path])}
+    bn_modules = {modules[path][0] for path in bn_paths if calls_batch_norm(texts[path])}
     # Modules that reach a batch-norm module within two import hops.
     reaching: set[str] = set(bn_modules)
     imports = {path: imported_modules(texts[path], *modules[path]) for path in texts

@@ -20,6 +20,9 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ContextFact, FunctionFact, ModuleFacts
 
 _BUILTINS = frozenset(dir(builtins))
+# Dotted callees that can build a batch norm (directly or as a slim layer's normalizer).
+_BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) \
+    | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
 MAX_DEPTH = 16          # steps when following a value through names and parameters
 MAX_CALL_DEPTH = 4      # caller levels when instantiating a function's calls
 MAX_INSTANCES = 16      # instantiations of one call site
@@ -87,6 +90,15 @@ class BatchNormUse:
     @property
     def module(self) -> ModuleFacts:
         return self.site.module
+
+    @cached_property
+    def chain(self) -> list[tuple[ModuleFacts, CallFact]]:
+        """The call sites from the program's top level down to the batch-norm call."""
+        frames = list(self.site.frame.chain())
+        out = [(frame.parent.module, frame.site) for frame in reversed(frames)
+               if frame.site is not None and frame.parent is not None]
+        out.append((self.module, self.call))
+        return out
 
     @property
     def call(self) -> CallFact:
@@ -357,7 +369,14 @@ class Program:
 
     def _bn_sites(self, module: ModuleFacts, call: CallFact) -> list[Site]:
         func = call.value.func
-        # Cheap lexical screen before instantiating anything.
+        # Cheapest screen: an imported name or a method says what it is by its spelling.
+        if isinstance(func, V.Dotted) and func.name not in _BN_NAMES and call.value.kwarg("normalizer_fn") is None \
+                and self._lookup_dotted(func.name) is None:  # (a name defined in a checked module may be a partial)
+            return []
+        if isinstance(func, V.Attr) and func.attr not in catalogue.BN_WORDS \
+                and call.value.kwarg("normalizer_fn") is None:
+            return []
+        # Then a lexical reading, before instantiating anything.
         lexical = self.deref(func, self.lexical(module, call.scope))
         value = lexical.value
         if isinstance(value, V.Dotted):

@@ -305,11 +305,7 @@ def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) ->
 
 def call_chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:
     """The call sites from the program's top level down to the batch-norm call."""
-    frames = list(use.site.frame.chain())
-    out = [(frame.parent.module, frame.site) for frame in reversed(frames) if frame.site is not None
-           and frame.parent is not None]
-    out.append((use.module, use.call))
-    return out
+    return use.chain
 
 
 def reuse_of(program: Program, use: BatchNormUse) -> bool | None:

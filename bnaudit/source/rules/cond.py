@@ -133,12 +133,24 @@ def _inside(program: Program, module: ModuleFacts, cond: CallFact
             ) -> list[tuple[BatchNormUse, tuple[ModuleFacts, CallFact]]]:
     """The layers built within the cond's branches, each with its call inside the cond."""
     out = []
-    for use in program.batch_norms:
-        for where in S.call_chain(use):
+    for use in _uses_by_module(program).get(id(module), ()):
+        for where in use.chain:
             if where[0] is module and cond.loc < where[1].loc <= cond.end:
                 out.append((use, where))
                 break
     return out
+
+
+def _uses_by_module(program: Program) -> dict[int, list[BatchNormUse]]:
+    """Layers indexed by every module their call chains pass through."""
+    cache = program.__dict__.setdefault("_uses_by_module", [])
+    if not cache:
+        index: dict[int, list[BatchNormUse]] = {}
+        for use in program.batch_norms:
+            for module_id in {id(module) for module, _ in use.chain}:
+                index.setdefault(module_id, []).append(use)
+        cache.append(index)
+    return cache[0]
 
 
 def _shared(program: Program, inside: list[BatchNormUse]) -> bool | None:

@@ -43,6 +43,11 @@ def training_arg(program: Program, use: BatchNormUse) -> Located | None:
     return program.deref(located.value, located.frame) if located is not None else None
 
 
+def _is_tape(program: Program, ctx, module: ModuleFacts) -> bool:
+    return isinstance(ctx.value, V.Call) and \
+        program.qualname(ctx.value.func, program.lexical(module, ctx.scope)) in catalogue.GRADIENT_TAPE
+
+
 def _object_call_training(call: V.Call) -> V.Value | None:
     given = call.kwarg("training")
     if given is None and len(call.args) > 1:
@@ -101,12 +106,21 @@ def train_step(x, y):
                            f"uses its moving statistics and never updates them, even while the model trains "
                            f"(the loss behaves as if there were no batch norm, and inference uses mean 0, "
                            f"variance 1)", fix="Pass `training=is_training` (a Python bool or a boolean tensor).")
+        if not any(_is_tape(program, ctx, module) for module in program.modules for ctx in module.contexts.values()):
+            return
         for module in program.modules:
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
                 given = _object_call_training(call.value)
                 if given is not None and not (isinstance(given, V.Const) and given.value is None):
+                    continue
+                # Read lexically first: a callee that is plainly not a model needs no instantiation.
+                lexical = program.deref(call.value.func, program.lexical(module, call.scope)).value
+                if not isinstance(lexical, (V.Call, V.Param, V.Opaque)):
+                    continue
+                if isinstance(lexical, V.Call) and not S.holds_batch_norm(
+                        program, call.value.func, program.lexical(module, call.scope)):
                     continue
                 self._tape_call(program, report, module, call)
 
