@@ -181,18 +181,21 @@ def normalize_training(x, gamma, beta, epsilon: float, layout: Layout,
         y, mean, variance = fused(x4)
     else:
         nhwc = layout.data_format == "NHWC"
-        known = count > 0
-        off_centre = tf.logical_or(tf.logical_not(known), tf.reduce_any(
-            tf.abs(moving_mean) > SHIFT_RATIO * tf.sqrt(tf.maximum(moving_variance, 0.0) + epsilon)))
-        # One sample per channel (zeros for an empty batch) when there is no moving mean yet.
-        corner = x4[:1, :1, :1, :] if nhwc else x4[:1, :, :1, :1]
-        first = tf.reduce_sum(corner, axis=[0, 1, 2] if nhwc else [0, 2, 3])
-        shift = tf.stop_gradient(tf.where(
-            off_centre, tf.where(known, moving_mean, first), tf.zeros_like(moving_mean)))
+        first_update = count < 1.0
+        # mean^2 > K^2 (var + eps): no sqrt; a corrupt negative variance just means "shift".
+        off_centre = tf.logical_or(first_update, tf.reduce_any(
+            moving_mean * moving_mean > SHIFT_RATIO ** 2 * (moving_variance + epsilon)))
+
+        def shifted():
+            # By the moving mean, or on the first update by one sample per channel (0 if empty).
+            corner = x4[:1, :1, :1, :] if nhwc else x4[:1, :, :1, :1]
+            first = tf.reduce_sum(corner, axis=[0, 1, 2] if nhwc else [0, 2, 3])
+            shift = tf.stop_gradient(tf.where(first_update, first, moving_mean))
+            return x4 - tf.reshape(shift, [1, 1, 1, -1] if nhwc else [1, -1, 1, 1]), shift
+
         # Only the subtraction is conditional (the kernel and its gradient stay outside the
         # cond), so well-centred data pays a few tiny ops, not a pass over the batch.
-        x4 = tf.cond(off_centre, lambda: x4 - tf.reshape(shift, [1, 1, 1, -1] if nhwc else [1, -1, 1, 1]),
-                     lambda: x4)
+        x4, shift = tf.cond(off_centre, shifted, lambda: (x4, tf.zeros_like(moving_mean)))
         y, mean, variance = fused(x4)
         mean = mean + shift
     y = layout.from_kernel(y, xk)
