@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -44,8 +44,7 @@ _ARITH = {
 }
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """One input edge: producer node (or function argument), output port, control or data."""
 
     node: str
@@ -71,15 +70,18 @@ class Body:
             return cached
         node = self.nodes.get(name)
         out: list[Ref] = []
-        for text in (node.input if node is not None else ()):
-            control = text.startswith("^")
-            text = text.lstrip("^")
-            if self.is_function:
-                head, _, rest = text.partition(":")
-                out.append(Ref(head, rest or 0, control))
+        function = self.is_function
+        for text in (list(node.input) if node is not None else ()):
+            control = text[:1] == "^"
+            if control:
+                text = text[1:]
+            head, sep, rest = text.partition(":")
+            if not sep:
+                out.append(Ref(head, 0, control))
+            elif function:
+                out.append(Ref(head, rest, control))
             else:
-                head, _, idx = text.partition(":")
-                out.append(Ref(head, int(idx) if idx.isdigit() else 0, control))
+                out.append(Ref(head, int(rest) if rest.isdigit() else 0, control))
         self._refs[name] = out
         return out
 
