@@ -6,6 +6,7 @@ each, never a traceback), else 1 when anything was found, else 0.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -37,6 +38,9 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    # TensorFlow leaves millions of objects behind; without this, every garbage collection during
+    # an audit rescans them all (it tripled the time of walking a ResNet-50 training graph).
+    gc.freeze()
 
 
 def audit(path: str) -> tuple[Artifact, list[Finding]]:
