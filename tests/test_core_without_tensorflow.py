@@ -61,3 +61,10 @@ def test_graph_without_tensorflow_says_how_to_install(tmp_path):
     assert proc.returncode == 2
     assert "pip install 'bnaudit[tf]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_package_is_packaged():
+    """A package missing from pyproject's list works in an editable install and breaks the wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "bnaudit").rglob("__init__.py")}
+    assert on_disk | {"bnaudit.rules"} == listed
