@@ -199,38 +199,40 @@ def test_unreadable_files_when_privileges_are_dropped(artifact_path, tmp_path):
 
     # pytest's tmp_path sits under a 0700 directory of root's: nobody could not even see it.
     shared = Path(tempfile.mkdtemp(prefix="bnaudit-perm-"))
-    os.chmod(shared, 0o755)
-    keras_copy = shared / "model.keras"
-    shutil.copy(artifact_path("keras"), keras_copy)
-    directory, prefix = _copy_checkpoint(artifact_path, shared)
-    os.chmod(directory, 0o755)
-    for path in (keras_copy, prefix.with_name(prefix.name + ".index")):
-        _unreadable(path)
-    hidden = tmp_path / "model.keras"  # unreachable: a parent directory is closed to nobody
-    shutil.copy(artifact_path("keras"), hidden)
-    results = []
-    for target in (keras_copy, prefix, hidden):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                os.close(read_fd)
-                os.setgid(65534)
-                os.setuid(65534)
-                code, out, err = run_cli("graph", str(target))
-                os.write(write_fd, f"{code}\n{err}".encode())
-            except BaseException:
-                import traceback
+    try:
+        os.chmod(shared, 0o755)
+        keras_copy = shared / "model.keras"
+        shutil.copy(artifact_path("keras"), keras_copy)
+        directory, prefix = _copy_checkpoint(artifact_path, shared)
+        os.chmod(directory, 0o755)
+        for path in (keras_copy, prefix.with_name(prefix.name + ".index")):
+            _unreadable(path)
+        hidden = tmp_path / "model.keras"  # unreachable: a parent directory is closed to nobody
+        shutil.copy(artifact_path("keras"), hidden)
+        results = []
+        for target in (keras_copy, prefix, hidden):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child
+                try:
+                    os.close(read_fd)
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    code, out, err = run_cli("graph", str(target))
+                    os.write(write_fd, f"{code}\n{err}".encode())
+                except BaseException:
+                    import traceback
 
-                os.write(write_fd, f"-1\n{traceback.format_exc()}".encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            payload = pipe.read()
-        os.waitpid(pid, 0)
-        results.append((target, payload))
-    for target, payload in results:
-        code, _, err = payload.partition("\n")
-        _assert_clean_error(int(code), "", err, target, "permission denied")
-    shutil.rmtree(shared)
+                    os.write(write_fd, f"-1\n{traceback.format_exc()}".encode())
+                finally:
+                    os._exit(0)
+            os.close(write_fd)
+            with os.fdopen(read_fd) as pipe:
+                payload = pipe.read()
+            os.waitpid(pid, 0)
+            results.append((target, payload))
+        for target, payload in results:
+            code, _, err = payload.partition("\n")
+            _assert_clean_error(int(code), "", err, target, "permission denied")
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
