@@ -20,7 +20,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  no findings
   1  findings were reported
-  2  usage error, bad configuration, or nothing at all could be read
+  2  usage error, bad configuration, or (check) nothing at all could be read / (graph) an artifact
+     could not be read
 """
 
 
