@@ -71,7 +71,7 @@ class Site:
             out.extend(layer)
         return out
 
-    @property
+    @cached_property
     def root(self) -> Frame:
         return list(self.frame.chain())[-1]
 
