@@ -152,6 +152,7 @@ def main(argv=None) -> int:
                         help="layout of the 4-D inputs (auto: NCHW on a GPU, NHWC on a CPU)")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpus = tf.config.list_logical_devices("GPU")
     device = "/GPU:0" if gpus else "/CPU:0"
     fmt = args.data_format if args.data_format != "auto" else ("NCHW" if gpus else "NHWC")
@@ -181,7 +182,8 @@ def main(argv=None) -> int:
     print()
     _report(results, min, "fastest ms (less sensitive to a busy machine)", check=False)
     if hasattr(os, "getloadavg"):
-        print(f"load average at the end: {os.getloadavg()[0]:.2f} (a quiet machine reads below 0.5)")
+        print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+              "(this run adds about 1; more means something else was running)")
     if gpus:
         print("targets are set for the CPU; not checked on a GPU")
     elif misses:
