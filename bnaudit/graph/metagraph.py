@@ -8,6 +8,7 @@ that lacks ``moving_mean`` is only a fault (BN004) because the graph has it.
 from __future__ import annotations
 
 from bnaudit.graph.model import MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, split_role
+from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_value, is_moving_stat
 
 UPDATE_OPS = "update_ops"
@@ -15,20 +16,10 @@ TRAIN_OP = "train_op"
 
 
 def parse_meta_graph(path: str, data: bytes | None = None):
-    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import meta_graph_pb2
 
-    try:
-        if data is None:
-            with open(path, "rb") as handle:
-                data = handle.read()
-    except OSError as exc:
-        raise ArtifactError(path, f"cannot read the MetaGraph ({exc.strerror})") from None
-    meta = meta_graph_pb2.MetaGraphDef()
-    try:
-        meta.ParseFromString(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(path, f"expected a MetaGraphDef (.meta) protobuf; it does not parse ({exc})") from None
+    meta = read_proto(path, meta_graph_pb2.MetaGraphDef(), display=path,
+                      what="a MetaGraphDef (.meta) protobuf", data=data)
     if not meta.graph_def.node:
         raise ArtifactError(path, "expected a MetaGraphDef (.meta) with a graph; it holds no nodes")
     return meta

@@ -16,6 +16,7 @@ from bnaudit.graph.bundle import Bundle
 from bnaudit.graph.checkpoint import checkpoint_artifact, object_graph_layers, object_graph_step, read_values
 from bnaudit.graph.metagraph import apply_meta_graph
 from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath
+from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import GraphView
 
 _INFERENCE_NAME = re.compile(r"serv|predict|infer", re.IGNORECASE)
@@ -23,26 +24,13 @@ _SKIP_SIGNATURES = {"__saved_model_init_op", "__saved_model_train_op"}
 
 
 def parse_saved_model(directory: str, display: str):
-    from google.protobuf import text_format
-    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     binary = os.path.join(directory, "saved_model.pb")
     text = os.path.join(directory, "saved_model.pbtxt")
     path = binary if os.path.exists(binary) else text
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ArtifactError(display, f"cannot read {os.path.basename(path)} ({exc.strerror})") from None
-    model = saved_model_pb2.SavedModel()
-    try:
-        if path == binary:
-            model.ParseFromString(data)
-        else:
-            text_format.Parse(data.decode("utf-8"), model)
-    except (DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(display, f"expected a SavedModel; {os.path.basename(path)} does not parse ({exc})") from None
+    model = read_proto(path, saved_model_pb2.SavedModel(), display=display, what="a SavedModel",
+                       text=path != binary)
     if not model.meta_graphs:
         raise ArtifactError(display, f"expected a SavedModel; {os.path.basename(path)} holds no MetaGraph")
     return model
