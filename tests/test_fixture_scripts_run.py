@@ -243,7 +243,16 @@ def run_results(request, tmp_path_factory):
     scripts = _selected_scripts(request.session) or RUNNABLE
     base = tmp_path_factory.mktemp("fixture-runs")
     if hasattr(os, "fork") and os.environ.get("BNAUDIT_FIXTURE_ISOLATION", "fork") != "subprocess":
-        return run_forked(scripts, base)
+        results = run_forked(scripts, base)
+        # Forking a process whose TensorFlow already runs threads is not fully safe, and under load a
+        # forked child has (rarely) failed where the script itself does not.  The script's own
+        # behaviour is what is tested, so a clean script that failed forked is judged by a fresh run.
+        for script, result in results.items():
+            if result["returncode"] != 0 and expected_exception(script) is None:
+                rerun = run_script(script, base / f"{script.stem}-fresh")
+                rerun["stderr"] += f"\n[re-run in a fresh process; the forked run said:]\n{_tail(result['stderr'])}"
+                results[script] = rerun
+        return results
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {script: pool.submit(run_script, script, base / script.stem) for script in scripts}
         return {script: future.result() for script, future in futures.items()}
