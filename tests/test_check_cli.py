@@ -127,7 +127,7 @@ def test_layer_and_train_op_in_different_files(tmp_path, capsys):
 
 
 def test_parse_errors_do_not_stop_other_files(tmp_path, capsys):
-    write(tmp_path, "a_py2.py", "import tensorflow as tf\nprint 'batch_norm'\n")
+    write(tmp_path, "a_py2_and_broken.py", "import tensorflow as tf\nprint 'batch_norm'\nx = [1,, 2]\n")
     write(tmp_path, "b_syntax.py", "def f(:\n    pass\n")
     write(tmp_path, "c_binary.py", b"\x00\x01\x02batch_norm\xff")
     write(tmp_path, "d_encoding.py", b"# batch_norm\nx = '\xff\xfe'\n")
@@ -138,12 +138,47 @@ def test_parse_errors_do_not_stop_other_files(tmp_path, capsys):
     code, data = run_json(capsys, *names)
     assert code == 1
     got = {(Path(d["path"]).name, d["code"]) for d in data}
-    assert got == {("a_py2.py", "BN000"), ("b_syntax.py", "BN000"), ("c_binary.py", "BN000"),
+    assert got == {("a_py2_and_broken.py", "BN000"), ("b_syntax.py", "BN000"), ("c_binary.py", "BN000"),
                    ("d_encoding.py", "BN000"), ("f_train.py", "BN001")}
-    py2 = next(d for d in data if d["path"].endswith("a_py2.py"))
-    assert py2["line"] == 2 and "Python 2" in py2["message"]
+    # The Python 2 grammar got further (line 3) than the Python 3 one (line 2): its error is reported.
+    py2 = next(d for d in data if d["path"].endswith("a_py2_and_broken.py"))
+    assert py2["line"] == 3 and "Python 2 grammar" in py2["message"]
     assert next(d for d in data if d["path"].endswith("c_binary.py"))["message"].startswith("binary file")
     assert next(d for d in data if d["path"].endswith("d_encoding.py"))["message"].startswith("cannot decode")
+
+
+PY2_TRAIN = """\
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+print "building", x
+h = tf.contrib.layers.batch_norm(x, is_training=True)
+try:
+    loss = tf.reduce_sum(h)
+except ValueError, e:
+    print >>sys.stderr, `e`
+print "x"; train_op = tf.train.AdamOptimizer().minimize(loss)
+"""
+
+
+def test_python2_file_is_analyzed_with_positions_in_the_original(tmp_path, capsys):
+    write(tmp_path, "train.py", PY2_TRAIN)
+    code, data = run_json(capsys, str(tmp_path / "train.py"))
+    assert code == 1
+    line = PY2_TRAIN.splitlines()[8]
+    assert [(d["code"], d["line"], d["column"]) for d in data] == [("BN001", 9, line.index("tf.train") + 1)]
+    assert line[data[0]["column"] - 1:data[0]["end_column"] - 1] == "tf.train.AdamOptimizer().minimize(loss)"
+
+
+def test_tab_after_spaces_that_cpython_accepts_is_not_a_parse_error(tmp_path, capsys):
+    source = ("import tensorflow as tf\n"
+              "def train(x):\n"
+              "    if x is not None:\n"
+              "\t     h = tf.contrib.layers.batch_norm(x, is_training=True)\n"
+              "    return tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))\n")
+    compile(source, "train.py", "exec")  # CPython accepts it
+    write(tmp_path, "train.py", source)
+    code, data = run_json(capsys, str(tmp_path / "train.py"))
+    assert [(d["code"], d["line"], d["column"]) for d in data] == [("BN001", 5, 12)]
 
 
 def test_missing_path_is_a_usage_error(tmp_path, capsys):

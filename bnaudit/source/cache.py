@@ -14,7 +14,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-_EXTRACTION_MODULES = ("facts.py", "values.py", "engine.py", "../catalogue.py")
+_EXTRACTION_MODULES = ("facts.py", "values.py", "parsing.py", "engine.py", "../catalogue.py")
 
 
 def default_directory() -> Path:

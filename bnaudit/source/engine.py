@@ -12,14 +12,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libcst as cst
-
 from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
 from bnaudit.source import prefilter
 from bnaudit.source.cache import FactCache
 from bnaudit.source.discover import discover, file_key, module_name
 from bnaudit.source.facts import ModuleFacts, extract, locate
+from bnaudit.source.parsing import ParseFailure, parse
 from bnaudit.source.program import Program
 from bnaudit.source.rules import RawFinding, run_all
 
@@ -37,14 +36,6 @@ class CheckResult:
 
 
 @dataclass
-class ParseFailure:
-    path: str
-    line: int
-    column: int
-    message: str
-
-
-@dataclass
 class InternalError:
     path: str
     message: str
@@ -57,37 +48,15 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def parse(path: str, data: bytes) -> cst.Module | ParseFailure:
-    if b"\0" in data[:8192]:
-        return ParseFailure(path, 1, 1, "binary file (contains NUL bytes), not Python source")
-    try:
-        return cst.parse_module(data)
-    except cst.ParserSyntaxError as exc:
-        message = exc.message.strip().splitlines()[0] if exc.message else "invalid syntax"
-        if "expected one of" in message or message.startswith("parser error"):
-            message = "invalid syntax"
-        hint = ""
-        line_text = data.decode("utf-8", "replace").splitlines()[exc.editor_line - 1:exc.editor_line]
-        if line_text and re.match(r"\s*(print\s+[^\s(=]|exec\s+\S|except\s+\w+\s*,)", line_text[0]):
-            hint = " (Python 2 syntax; bnaudit reads Python 3)"
-        return ParseFailure(path, exc.editor_line, exc.editor_column, f"{message}{hint}")
-    except (UnicodeDecodeError, LookupError, SyntaxError) as exc:
-        return ParseFailure(path, 1, 1, f"cannot decode the file: {exc}")
-    except RecursionError:
-        return ParseFailure(path, 1, 1, "the file is nested too deeply to parse")
-    except Exception as exc:  # noqa: BLE001 - libcst rejects a few inputs in its own ways
-        if os.environ.get("BNAUDIT_DEBUG"):
-            raise
-        return ParseFailure(path, 1, 1, f"cannot parse the file: {exc}")
-
-
 def _extract_job(job: tuple[str, bytes, str, bool]) -> ModuleFacts | ParseFailure:
     path, data, name, is_package = job
-    module = parse(path, data)
-    if isinstance(module, ParseFailure):
-        return module
+    parsed = parse(path, data)
+    if isinstance(parsed, ParseFailure):
+        return parsed
     try:
-        return extract(module, path, name, is_package)
+        facts = extract(parsed.module, path, name, is_package)
+        facts.grammar = parsed.grammar
+        return facts
     except RecursionError:
         return ParseFailure(path, 1, 1, "the file is nested too deeply to analyze")
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the others
@@ -160,7 +129,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     result.errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 for a "
                          f"traceback" for o in outcomes if isinstance(o, InternalError))
     wanted_codes = None if select is None and not ignore else (set(select or FAULTS) - set(ignore or ()))
-    raw = run_all(Program(facts), wanted_codes, result.errors) if facts else []
+    raw = run_all(Program(facts, list(data)), wanted_codes, result.errors) if facts else []
 
     findings = [Finding(f.path, f.line, f.column, "BN000", f.message) for f in failures]
     findings.extend(_place(raw, data))
@@ -181,9 +150,14 @@ def _place(raw: list[RawFinding], data: dict[str, bytes]) -> list[Finding]:
             wanted.setdefault(path, set()).add(loc)
     positions: dict[tuple[str, int], tuple[int, int, int, int]] = {}
     for path, locs in wanted.items():
-        module = cst.parse_module(data[path])
-        for loc, span in locate(module, locs).items():
-            positions[(path, loc)] = span
+        parsed = parse(path, data[path])
+        if isinstance(parsed, ParseFailure):
+            continue
+        for loc, (line, col, end_line, end_col) in locate(parsed.module, locs).items():
+            if parsed.source_map is not None:
+                line, col = parsed.source_map.position(line, col)
+                end_line, end_col = parsed.source_map.position(end_line, end_col)
+            positions[(path, loc)] = (line, col, end_line, end_col)
     out = []
     for finding in raw:
         line, col, end_line, end_col = positions.get((finding.path, finding.loc), (1, 1, None, None))

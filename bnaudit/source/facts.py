@@ -119,6 +119,7 @@ class ModuleFacts:
     subtractions: list[tuple[int, V.Value]] = field(default_factory=list)
     # dict displays (loc, value): where arguments such as batch_norm_params are set.
     dicts: list[tuple[int, V.Value]] = field(default_factory=list)
+    grammar: str = "python3"      # how the file was read (see parsing.py)
 
 
 _SKIPPED_FIELDS = frozenset({
