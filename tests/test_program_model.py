@@ -17,8 +17,8 @@ def check_files(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, str, i
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(normalize(text))
     result = analyze([tmp_path])
-    return sorted((Path(f.path).relative_to(tmp_path).as_posix() if Path(f.path).is_absolute()
-                   else Path(f.path).name, f.code, f.line) for f in result.findings)
+    return sorted((Path(f.path).resolve().relative_to(tmp_path.resolve()).as_posix(), f.code, f.line)
+                  for f in result.findings)
 
 
 CASES = {
@@ -299,6 +299,58 @@ def test_unrelated_train_op_in_another_script_is_not_blamed(tmp_path):
             import tensorflow as tf
             x = tf.placeholder(tf.float32, [None, 4])
             train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(tf.layers.dense(x, 1)))
+            """,
+    })
+    assert found == []
+
+
+def test_imports_resolve_from_the_importing_script_directory(tmp_path):
+    # Two tutorials side by side, each with its own model.py: `import model` in a/ is a/model.py.
+    found = check_files(tmp_path, {
+        "a/model.py": """
+            import tensorflow as tf
+            def build(x):
+                return tf.contrib.layers.batch_norm(x, updates_collections=None)
+            """,
+        "a/train.py": """
+            import tensorflow as tf
+            import model
+            x = tf.placeholder(tf.float32, [None, 4])
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(model.build(x)))
+            """,
+        "b/model.py": """
+            import tensorflow as tf
+            def build(x):
+                return tf.contrib.layers.batch_norm(x)
+            """,
+        "b/train.py": """
+            import tensorflow as tf
+            from model import build
+            x = tf.placeholder(tf.float32, [None, 4])
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(build(x)))
+            """,
+    })
+    assert found == [("b/train.py", "BN001", 4)]
+
+
+def test_an_unparsed_sibling_module_shadows_a_same_named_one_elsewhere(tmp_path):
+    # a/model.py mentions no batch norm (never parsed), yet it is what `import model` loads in a/.
+    found = check_files(tmp_path, {
+        "a/model.py": """
+            import tensorflow as tf
+            def build(x):
+                return tf.layers.dense(x, 1)
+            """,
+        "a/train.py": """
+            import tensorflow as tf
+            import model
+            x = tf.placeholder(tf.float32, [None, 4])
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(model.build(x)))
+            """,
+        "model.py": """
+            import tensorflow as tf
+            def build(x):
+                return tf.contrib.layers.batch_norm(x)
             """,
     })
     assert found == []

@@ -18,8 +18,10 @@ from bnaudit import catalogue
 from bnaudit.catalogue import BatchNormAPI
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ContextFact, FunctionFact, ModuleFacts
+from bnaudit.source.imports import ImportResolver, normalize
 
-_BUILTINS = frozenset(dir(builtins))
+# Python 2's builtins that Python 3 renamed or dropped count too (``xrange`` is a ``range``).
+_BUILTINS = frozenset(dir(builtins)) | {"xrange", "unicode", "long", "raw_input", "basestring", "unichr"}
 # Dotted callees that can build a batch norm (directly or as a slim layer's normalizer).
 _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) \
     | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
@@ -106,11 +108,15 @@ class BatchNormUse:
 
 
 class Program:
-    def __init__(self, modules: list[ModuleFacts]) -> None:
+    """The linked program.  Modules are identified by their path (``FunctionRef.module`` and
+    ``Param.module`` hold it): two scripts' ``model.py`` are two modules, and imports are resolved
+    from the importing file (see ``imports.py``)."""
+
+    def __init__(self, modules: list[ModuleFacts], files: list[str] | None = None) -> None:
         self.modules = modules
-        self.by_name: dict[str, ModuleFacts] = {}
-        for module in modules:
-            self.by_name.setdefault(module.module, module)
+        self.by_path: dict[str, ModuleFacts] = {module.path: module for module in modules}
+        self._by_norm = {normalize(module.path): module for module in modules}
+        self.resolver = ImportResolver([*(files or ()), *self.by_path])
         self.calls_by_loc: dict[int, dict[int, CallFact]] = {
             id(module): {call.loc: call for call in module.calls} for module in modules
         }
@@ -130,20 +136,20 @@ class Program:
                 return (before or assigns)[-1].value if current == scope else assigns[-1].value
             fn = module.functions.get(current) if current else None
             if fn is not None and name in fn.params:
-                return V.Param(module.module, current, name)
+                return V.Param(module.path, current, name)
             qualname = f"{current}.{name}" if current else name
             if qualname in module.functions:
-                return V.FunctionRef(module.module, qualname)
+                return V.FunctionRef(module.path, qualname)
             if not current:
                 if name in module.classes:
-                    return V.FunctionRef(module.module, name)
+                    return V.FunctionRef(module.path, name)
                 break
             current = fn.parent if fn is not None else ""
         for star in module.star_imports:
             candidate = catalogue.canonical(f"{star}.{name}")
             if catalogue.lookup(candidate) is not None:
                 return V.Dotted(candidate)
-            target = self.by_name.get(star)
+            target = self.import_module(module, star)
             if target is not None and (("", name) in target.assigns or name in target.functions):
                 return self.lookup_name(target, name, "", 1 << 62)
         if name in _BUILTINS:
@@ -160,21 +166,28 @@ class Program:
                 (fn.class_name, qualname.rsplit(".", 1)[-1]): qualname
                 for qualname, fn in module.functions.items() if fn.class_name}
         qualname = methods.get((ref.scope.rsplit("::", 1)[0], ref.name.split(".", 1)[1]))
-        return V.FunctionRef(module.module, qualname) if qualname else V.UNKNOWN
+        return V.FunctionRef(module.path, qualname) if qualname else V.UNKNOWN
 
-    def _lookup_dotted(self, name: str) -> V.Value | None:
-        """``pkg.model.build`` -> the function/class/assignment in a checked module."""
-        head, _, tail = name.rpartition(".")
-        while head:
-            module = self.by_name.get(head)
-            if module is not None:
-                if tail in module.functions or tail in module.classes:
-                    return V.FunctionRef(module.module, tail)
-                if ("", tail) in module.assigns:
-                    return module.assigns[("", tail)][-1].value
-                return None
-            head, _, rest = head.rpartition(".")
-            tail = f"{rest}.{tail}"
+    def import_module(self, importer: ModuleFacts, dotted: str) -> ModuleFacts | None:
+        """The checked module that ``import dotted`` loads in ``importer`` (None: not a checked file)."""
+        path, count = self.resolver.resolve(importer.path, dotted)
+        return self._by_norm.get(path) if path is not None and count == dotted.count(".") + 1 else None
+
+    def _lookup_dotted(self, name: str, importer: ModuleFacts | None) -> tuple[V.Value, ModuleFacts] | None:
+        """``pkg.model.build`` imported in ``importer`` -> the function/class/assignment it names."""
+        if importer is None:
+            return None
+        path, count = self.resolver.resolve(importer.path, name)
+        module = self._by_norm.get(path) if path is not None else None
+        if module is None:
+            return None
+        tail = ".".join(name.split(".")[count:])
+        if not tail:
+            return None
+        if tail in module.functions or tail in module.classes:
+            return V.FunctionRef(module.path, tail), module
+        if ("", tail) in module.assigns:
+            return module.assigns[("", tail)][-1].value, module
         return None
 
     def lexical(self, module: ModuleFacts, scope: str) -> Frame:
@@ -185,8 +198,8 @@ class Program:
             frame = self._lexical[key] = Frame(module, scope, None if scope else {})
         return frame
 
-    def module_of(self, name: str) -> ModuleFacts | None:
-        return self.by_name.get(name)
+    def module_at(self, path: str) -> ModuleFacts | None:
+        return self.by_path.get(path)
 
     def step(self, located: Located) -> Located | None:
         """Follow one name or parameter; None when the value is already final."""
@@ -201,7 +214,7 @@ class Program:
             return Located(resolved, frame)
         if isinstance(value, V.Param):
             for candidate in (frame.chain() if frame is not None else ()):
-                if candidate.module.module == value.module and candidate.function == value.function:
+                if candidate.module.path == value.module and candidate.function == value.function:
                     if candidate.bindings is None:
                         return self._only_caller_binds(value)
                     bound = candidate.bindings.get(value.name)
@@ -212,16 +225,15 @@ class Program:
                     return Located(default if default is not None else V.UNKNOWN, candidate)
             return self._only_caller_binds(value)
         if isinstance(value, V.Dotted):
-            found = self._lookup_dotted(value.name)
+            found = self._lookup_dotted(value.name, frame.module if frame is not None else None)
             if found is not None:
-                module = self.by_name.get(value.name.rpartition(".")[0])
-                return Located(found, self.lexical(module, "") if module is not None else frame)
+                return Located(found[0], self.lexical(found[1], ""))
         return None
 
     def _only_caller_binds(self, param: V.Param) -> Located:
         """A parameter read outside any known activation (``self.model`` set from ``__init__``'s argument):
         when the function has exactly one call site, that call's argument is the value."""
-        module = self.by_name.get(param.module)
+        module = self.by_path.get(param.module)
         if module is None or self._callers is None:  # still indexing the call sites
             return Located(V.UNKNOWN, None)
         sites = self._callers.get((id(module), param.function), [])
@@ -268,7 +280,7 @@ class Program:
 
     # ------------------------------------------------------------ functions
     def function(self, ref: V.FunctionRef) -> tuple[ModuleFacts, FunctionFact] | None:
-        module = self.by_name.get(ref.module)
+        module = self.by_path.get(ref.module)
         if module is None:
             return None
         fn = module.functions.get(ref.function)
@@ -293,7 +305,7 @@ class Program:
             if isinstance(base, V.Call):
                 cls = self.deref(base.func, func.frame).value
                 if isinstance(cls, V.FunctionRef):
-                    module = self.by_name.get(cls.module)
+                    module = self.by_path.get(cls.module)
                     if module is not None:
                         fn = module.functions.get(f"{cls.function}.{func.value.attr}")
                         if fn is not None:
@@ -371,7 +383,7 @@ class Program:
         func = call.value.func
         # Cheapest screen: an imported name or a method says what it is by its spelling.
         if isinstance(func, V.Dotted) and func.name not in _BN_NAMES and call.value.kwarg("normalizer_fn") is None \
-                and self._lookup_dotted(func.name) is None:  # (a name defined in a checked module may be a partial)
+                and self._lookup_dotted(func.name, module) is None:  # (a name defined in a checked module may be a partial)
             return []
         if isinstance(func, V.Attr) and func.attr not in catalogue.BN_WORDS \
                 and call.value.kwarg("normalizer_fn") is None:

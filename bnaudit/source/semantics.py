@@ -215,7 +215,7 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
 
 def class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
     """A class defined in the program whose methods construct batch-norm layers."""
-    module = program.module_of(cls.module)
+    module = program.module_at(cls.module)
     if module is None or cls.function not in module.classes:
         return False
     prefix = f"{cls.function}."
@@ -345,7 +345,7 @@ def reachable_modules(program: Program, module: ModuleFacts) -> set[int]:
     while todo:
         current = todo.pop()
         for name in current.imports:
-            target = program.module_of(name)
+            target = program.import_module(current, name)
             if target is not None and id(target) not in seen:
                 seen.add(id(target))
                 todo.append(target)
