@@ -250,9 +250,38 @@ SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square
 CLAMPS = frozenset({"tensorflow.maximum", "tensorflow.math.maximum", "tensorflow.nn.relu", "tensorflow.abs",
                     "tensorflow.clip_by_value", "numpy.maximum", "keras.ops.maximum", "keras.ops.relu"})
 
+# Calls that run a function they are given, in place (its body builds into the caller's graph):
+# qualified name -> ((position, keyword) of each function argument).  ``app.run()`` without one runs
+# the module's ``main``.
+RUNS_FUNCTION: dict[str, tuple[tuple[int, str], ...]] = {
+    "tensorflow.map_fn": ((0, "fn"),),
+    "tensorflow.scan": ((0, "fn"),),
+    "tensorflow.foldl": ((0, "fn"),),
+    "tensorflow.foldr": ((0, "fn"),),
+    "tensorflow.while_loop": ((0, "cond"), (1, "body")),
+    "tensorflow.cond": ((1, "true_fn"), (2, "false_fn")),
+    "tensorflow.app.run": ((0, "main"),),
+    "tensorflow.python.platform.app.run": ((0, "main"),),
+    "absl.app.run": ((0, "main"),),
+}
+APP_RUN = frozenset({"tensorflow.app.run", "tensorflow.python.platform.app.run", "absl.app.run"})
+# Methods that run the function they are given (distribution strategies).
+RUNS_FUNCTION_METHODS = frozenset({"run", "experimental_run_v2", "call_for_each_replica"})
+# Calls that return a callable wrapping a function: calling it calls the function
+# (qualified name -> position and keyword of the function argument).
+WRAPS_FUNCTION: dict[str, tuple[int, str]] = {
+    "functools.partial": (0, "func"),
+    "tensorflow.make_template": (1, "func_"),
+    "tensorflow.function": (0, "func"),
+}
+
 ARG_SCOPE = frozenset({"tensorflow.contrib.slim.arg_scope", "tf_slim.arg_scope", "tensorflow.contrib.framework.arg_scope"})
 PARTIAL = frozenset({"functools.partial"})
 
+RESET_DEFAULT_GRAPH = frozenset({"tensorflow.reset_default_graph",
+                                 "tensorflow.python.framework.ops.reset_default_graph",
+                                 "tensorflow.keras.backend.clear_session", "keras.backend.clear_session",
+                                 "tf_keras.backend.clear_session"})
 VARIABLE_SCOPE = frozenset({"tensorflow.variable_scope", "tensorflow.python.ops.variable_scope.variable_scope"})
 NAME_SCOPE = frozenset({"tensorflow.name_scope", "tensorflow.python.framework.ops.name_scope"})
 AUTO_REUSE = frozenset({"tensorflow.AUTO_REUSE", "tensorflow.python.ops.variable_scope.AUTO_REUSE"})

@@ -42,6 +42,8 @@ class CallFact(_Record):
     enclosing: tuple[int, ...]    # locs of the calls this call is an argument of, innermost last
     target: str | None = None     # the name this call's result is assigned to, if any
     end: int = 0
+    # The if-statement arms around the call in its function, outermost first: (if loc, 0 body / 1 else).
+    branches: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -57,9 +59,10 @@ class ContextFact(_Record):
 class AssignFact(_Record):
     name: str
     value: V.Value
-    scope: str
+    scope: str                    # the function, or "Class::self" for `self.x = ...`
     loc: int
     ctx: tuple[int, ...]
+    function: str = ""            # the function the assignment is written in
 
 
 @dataclass(slots=True)
@@ -120,6 +123,8 @@ class ModuleFacts:
     # dict displays (loc, value): where arguments such as batch_norm_params are set.
     dicts: list[tuple[int, V.Value]] = field(default_factory=list)
     grammar: str = "python3"      # how the file was read (see parsing.py)
+    # if-statement conditions by the if's loc (see CallFact.branches).
+    ifs: dict[int, V.Value] = field(default_factory=dict)
 
 
 _SKIPPED_FIELDS = frozenset({
@@ -174,6 +179,11 @@ class Walker:
         for name in _fields(cls):
             value = getattr(node, name)
             if isinstance(value, cst.CSTNode):
+                if cls is cst.If and name in ("body", "orelse"):
+                    self.enter_branch(node, name == "orelse")
+                    self.walk(value)
+                    self.leave_branch(node)
+                    continue
                 if name == "body" and cls is cst.With:
                     self.enter_with_body(node)
                 self.walk(value)
@@ -185,6 +195,12 @@ class Walker:
             leave(node)
 
     def enter_with_body(self, node: cst.With) -> None:
+        pass
+
+    def enter_branch(self, node: cst.If, orelse: bool) -> None:
+        pass
+
+    def leave_branch(self, node: cst.If) -> None:
         pass
 
 
@@ -210,6 +226,8 @@ class Extractor(Walker):
         self._scopes: list[str] = [""]           # function scopes
         self._classes: list[str | None] = [None]  # class whose body we are in, per scope level
         self._ctx: list[list[int]] = [[]]         # with-items, per function scope
+        self._arms: list[list[tuple[int, int]]] = [[]]  # if-statement arms, per function scope
+        self._if_locs: dict[int, int] = {}
         self._calls: list[int] = []
         self._functions: list[FunctionFact] = []
         self._loops: list[LoopFact] = []
@@ -397,6 +415,7 @@ class Extractor(Walker):
         self._scopes.append(qualname)
         self._classes.append(None)
         self._ctx.append([])
+        self._arms.append([])
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         fn = self._functions.pop()
@@ -404,6 +423,7 @@ class Extractor(Walker):
         self._scopes.pop()
         self._classes.pop()
         self._ctx.pop()
+        self._arms.pop()
 
     def visit_Lambda(self, node: cst.Lambda) -> None:
         name = self._lambda_name(node)
@@ -415,6 +435,7 @@ class Extractor(Walker):
         self._classes.append(None)
         # A lambda runs where it is called (tf.cond calls it in place): keep the with-contexts.
         self._ctx.append(list(self._ctx[-1]))
+        self._arms.append(list(self._arms[-1]))
 
     def leave_Lambda(self, node: cst.Lambda) -> None:
         fn = self._functions.pop()
@@ -423,6 +444,7 @@ class Extractor(Walker):
         self._scopes.pop()
         self._classes.pop()
         self._ctx.pop()
+        self._arms.pop()
 
     def _params(self, params: cst.Parameters) -> tuple[tuple[str, ...], dict[str, V.Value]]:
         names: list[str] = []
@@ -468,15 +490,21 @@ class Extractor(Walker):
             scope = f"{self._enclosing_class()}::self"
         if name is None:
             return
-        fact = AssignFact(name, value, scope, self._index, tuple(self._ctx[-1]))
+        fact = AssignFact(name, value, scope, self._index, tuple(self._ctx[-1]), self.scope)
         self.facts.assigns.setdefault((scope, name), []).append(fact)
         if scope == self.scope and isinstance(value, V.Dotted) and name not in self._aliases:
             # `slim = tf.contrib.slim`: an alias of an imported module for the rest of the file.
             self._aliases[name] = value.name
 
     def _enclosing_class(self) -> str | None:
-        fn = self._functions[-1] if self._functions else None
-        return fn.class_name if fn is not None else None
+        """The class whose ``self`` a name refers to: the innermost method's, also from a function or
+        lambda nested in it (a closure over ``self``), unless a nested function has its own ``self``."""
+        for fn in reversed(self._functions):
+            if fn.class_name:
+                return fn.class_name
+            if "self" in fn.params:
+                return None
+        return None
 
     def visit_Assign(self, node: cst.Assign) -> None:
         value = self.value(node.value)
@@ -516,6 +544,14 @@ class Extractor(Walker):
 
     def visit_If(self, node: cst.If) -> None:
         self._test("if", node.test)
+        self._if_locs[id(node)] = self._index
+        self.facts.ifs[self._index] = self.value(node.test)
+
+    def enter_branch(self, node: cst.If, orelse: bool) -> None:
+        self._arms[-1].append((self._if_locs[id(node)], int(orelse)))
+
+    def leave_branch(self, node: cst.If) -> None:
+        self._arms[-1].pop()
 
     def visit_IfExp(self, node: cst.IfExp) -> None:
         self._test("ifexp", node.test)
@@ -575,7 +611,8 @@ class Extractor(Walker):
         if pending is not None and pending[0] == id(node):
             target = pending[1]
             self._pending_target = None
-        fact = CallFact(self._index, value, self.scope, tuple(self._ctx[-1]), tuple(self._calls), target)
+        fact = CallFact(self._index, value, self.scope, tuple(self._ctx[-1]), tuple(self._calls), target,
+                        branches=tuple(self._arms[-1]))
         self.facts.calls.append(fact)
         self._calls.append(fact.loc)
         self._open_calls.append(fact)

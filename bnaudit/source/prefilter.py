@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from bnaudit import catalogue
+from bnaudit.source.imports import ImportResolver, normalize
 
 _BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "moving_var", "moving_avg",
                                           "ExponentialMovingAverage"}, key=len, reverse=True)
@@ -82,14 +83,15 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         return set()
     # Only modules that build layers link other files in (a library module that defines
     # batch_normalization does not make every file importing it relevant).
-    bn_modules = {modules[path][0] for path in bn_paths if calls_batch_norm(texts[path])}
-    # Modules that reach a batch-norm module within two import hops.
-    reaching: set[str] = set(bn_modules)
-    imports = {path: imported_modules(texts[path], *modules[path]) for path in texts
-               if path not in bn_paths and mentions_related(texts[path])}
+    resolver = ImportResolver(texts)
+    reaching = {normalize(path) for path in bn_paths if calls_batch_norm(texts[path])}
+    # Files that import a batch-norm module within two hops, imports resolved as Python does.
+    imports = {path: {found for name in imported_modules(texts[path], *modules[path])
+                      if (found := resolver.resolve(path, name)[0]) is not None}
+               for path in texts if path not in bn_paths and mentions_related(texts[path])}
     for _ in range(2):
-        new = {modules[path][0] for path, names in imports.items() if names & reaching}
+        new = {normalize(path) for path, targets in imports.items() if targets & reaching}
         if new <= reaching:
             break
         reaching |= new
-    return bn_paths | {path for path in imports if modules[path][0] in reaching}
+    return bn_paths | {path for path in imports if normalize(path) in reaching}

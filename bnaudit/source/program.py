@@ -26,8 +26,8 @@ _BUILTINS = frozenset(dir(builtins)) | {"xrange", "unicode", "long", "raw_input"
 _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) \
     | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
 MAX_DEPTH = 16          # steps when following a value through names and parameters
-MAX_CALL_DEPTH = 4      # caller levels when instantiating a function's calls
-MAX_INSTANCES = 16      # instantiations of one call site
+MAX_CALL_DEPTH = 8      # caller levels when instantiating a function's calls
+MAX_INSTANCES = 32      # instantiations of one call site
 
 
 @dataclass(eq=False)
@@ -124,6 +124,14 @@ class Program:
         self._lexical: dict[tuple[int, str], Frame] = {}
         self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None]] = {}
         self._methods: dict[int, dict[tuple[str, str], str]] = {}
+        self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
+        self._frames: dict[tuple[int, str, int], list[Frame]] = {}
+
+    @cached_property
+    def executions(self):
+        """Which calls run together in one graph (see executions.py)."""
+        from bnaudit.source.executions import Executions
+        return Executions(self)
 
     # ------------------------------------------------------------ resolving
     def lookup_name(self, module: ModuleFacts, name: str, scope: str, loc: int) -> V.Value:
@@ -156,17 +164,50 @@ class Program:
             return V.Dotted(f"builtins.{name}")
         return V.UNKNOWN
 
-    def _lookup_self(self, module: ModuleFacts, ref: V.Ref) -> V.Value:
-        assigns = module.assigns.get((ref.scope, ref.name))
-        if assigns:
-            return assigns[-1].value
+    def _method(self, module: ModuleFacts, cls: str, name: str) -> str | None:
         methods = self._methods.get(id(module))
         if methods is None:
             methods = self._methods[id(module)] = {
                 (fn.class_name, qualname.rsplit(".", 1)[-1]): qualname
                 for qualname, fn in module.functions.items() if fn.class_name}
-        qualname = methods.get((ref.scope.rsplit("::", 1)[0], ref.name.split(".", 1)[1]))
-        return V.FunctionRef(module.path, qualname) if qualname else V.UNKNOWN
+        return methods.get((cls, name))
+
+    def _step_self(self, module: ModuleFacts, ref: V.Ref, frame: Frame) -> Located:
+        """``self.x`` in a method: what the object's attribute was set to.  When the activation knows
+        its receiver and the attribute is set in ``__init__``, the constructor call's arguments bind
+        it (``self.d_bn1 = batch_norm(name='d_bn1')`` ... ``self.name`` is 'd_bn1' for that object)."""
+        cls = ref.scope.rsplit("::", 1)[0]
+        assigns = module.assigns.get((ref.scope, ref.name))
+        if not assigns:
+            qualname = self._method(module, cls, ref.name.split(".", 1)[1])
+            return Located(V.FunctionRef(module.path, qualname) if qualname else V.UNKNOWN, frame)
+        assign = assigns[-1]
+        where = assign.function
+        for candidate in frame.chain():
+            if candidate.module is module and candidate.function == where:
+                return Located(assign.value, candidate)
+        if where.endswith(".__init__"):
+            constructed = self._constructor_frame(module, cls, frame)
+            if constructed is not None:
+                return Located(assign.value, constructed)
+        return Located(assign.value, frame if not where or where == frame.function else self.lexical(module, where))
+
+    def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame) -> Frame | None:
+        """The ``__init__`` activation that built the receiver of the method running in ``frame``."""
+        for candidate in frame.chain():
+            fn = candidate.module.functions.get(candidate.function)
+            if fn is None or fn.class_name != cls or not candidate.bindings or "self" not in candidate.bindings:
+                continue
+            value, value_frame = candidate.bindings["self"]
+            located = self.deref(value, value_frame)
+            if isinstance(located.value, V.Call):
+                found = self._callee(located.value, located.frame)
+                if found is not None and found[1].qualname.endswith(".__init__") and found[0] is module:
+                    return Frame(module, found[1].qualname,
+                                 self.bind(found[1], found[3], located.frame, True, located.value),
+                                 located.frame, None)
+            return None
+        return None
 
     def import_module(self, importer: ModuleFacts, dotted: str) -> ModuleFacts | None:
         """The checked module that ``import dotted`` loads in ``importer`` (None: not a checked file)."""
@@ -209,7 +250,7 @@ class Program:
             if module is None:
                 return Located(V.UNKNOWN, None)
             if "::" in value.scope:
-                return Located(self._lookup_self(module, value), frame)
+                return self._step_self(module, value, frame)
             resolved = self.lookup_name(module, value.name, value.scope, value.loc)
             return Located(resolved, frame)
         if isinstance(value, V.Param):
@@ -293,13 +334,28 @@ class Program:
 
     def callee(self, call: V.Call, frame: Frame | None) -> tuple[ModuleFacts, FunctionFact, bool] | None:
         """The program function a call reaches, and whether ``self`` is bound implicitly."""
+        found = self._callee(call, frame)
+        return (found[0], found[1], found[2]) if found is not None else None
+
+    def _callee(self, call: V.Call, frame: Frame | None, depth: int = 0
+                ) -> tuple[ModuleFacts, FunctionFact, bool, V.Call, V.Value | None] | None:
+        """``callee``, the call as the function receives it (a partial's arguments prepended), and the
+        object bound to ``self`` (the receiver of a method, the object a constructor builds)."""
         func = self.deref(call.func, frame)
         if isinstance(func.value, V.FunctionRef):
             found = self.function(func.value)
             if found is None:
                 return None
             module, fn = found
-            return module, fn, fn.class_name is not None
+            if fn.class_name is None:
+                return module, fn, False, call, None
+            if fn.qualname.endswith(".__init__") and not func.value.function.endswith(".__init__"):
+                return module, fn, True, call, call              # Class(...): self is the new object
+            if isinstance(call.func, V.Attr):
+                return module, fn, True, call, call.func.base    # obj.method(...)
+            if isinstance(call.func, V.Ref) and "::" in call.func.scope and frame is not None:
+                return module, fn, True, call, V.Param(frame.module.path, frame.function, "self")
+            return module, fn, True, call, None
         if isinstance(func.value, V.Attr):
             base = self.deref(func.value.base, func.frame).value
             if isinstance(base, V.Call):
@@ -309,15 +365,71 @@ class Program:
                     if module is not None:
                         fn = module.functions.get(f"{cls.function}.{func.value.attr}")
                         if fn is not None:
-                            return module, fn, True
+                            return module, fn, True, call, base
+        if isinstance(func.value, V.Call) and depth < 3:
+            inner_func = self.deref(func.value.func, func.frame)
+            if isinstance(inner_func.value, V.FunctionRef):
+                # Calling an object: `self.d_bn1(h)` with `self.d_bn1 = batch_norm(name='d_bn1')`.
+                module = self.by_path.get(inner_func.value.module)
+                cls = inner_func.value.function
+                if module is not None and cls in module.classes:
+                    method = module.functions.get(f"{cls}.__call__") or module.functions.get(f"{cls}.call")
+                    if method is not None:
+                        return module, method, True, call, call.func
+            # `tf.make_template('net', net)(x)`, `functools.partial(block, 64)(x)`, `tf.function(step)(x)`
+            wrapper = func.value
+            spec = catalogue.WRAPS_FUNCTION.get(self.qualname(wrapper.func, func.frame) or "")
+            if spec is not None:
+                index, keyword = spec
+                wrapped = wrapper.kwarg(keyword) or (wrapper.args[index] if len(wrapper.args) > index else None)
+                if wrapped is not None:
+                    partial = spec is catalogue.WRAPS_FUNCTION["functools.partial"]
+                    inner = V.Call(wrapped, (wrapper.args[index + 1:] if partial else ()) + call.args,
+                                   (wrapper.kwargs if partial else ()) + call.kwargs, call.star, call.dstar)
+                    return self._callee(inner, func.frame, depth + 1)
         return None
 
-    def bind(self, fn: FunctionFact, call: V.Call, frame: Frame | None, implicit_self: bool
-             ) -> dict[str, tuple[V.Value, Frame | None]]:
+    def activation(self, call: V.Call, frame: Frame | None, site: CallFact | None = None) -> Frame | None:
+        """The frame of the program function a call runs, with its parameters bound."""
+        found = self._callee(call, frame)
+        if found is None:
+            return None
+        module, fn, implicit_self, received, receiver = found
+        return Frame(module, fn.qualname, self.bind(fn, received, frame, implicit_self, receiver), frame, site)
+
+    def run_targets(self, module: ModuleFacts, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
+        """The functions a call runs in place without calling them by name: ``tf.map_fn(fn, ...)``,
+        ``tf.while_loop(cond, body, ...)``, ``tf.app.run(main)`` (or the module's ``main``)."""
+        frame = self.lexical(module, call.scope)
+        value = call.value
+        name = self.qualname(value.func, frame) if isinstance(value.func, V.Dotted) else None
+        given: list[V.Value] = []
+        if name in catalogue.RUNS_FUNCTION:
+            for index, keyword in catalogue.RUNS_FUNCTION[name]:
+                arg = value.kwarg(keyword) or (value.args[index] if len(value.args) > index else None)
+                if arg is not None:
+                    given.append(arg)
+            if not given and name in catalogue.APP_RUN and "main" in module.functions:
+                return [(module, module.functions["main"])]
+        elif isinstance(value.func, V.Attr) and value.func.attr in catalogue.RUNS_FUNCTION_METHODS and value.args:
+            given.append(value.args[0])
+        out = []
+        for arg in given:
+            target = self.deref(arg, frame).value
+            if isinstance(target, V.FunctionRef):
+                found = self.function(target)
+                if found is not None and not found[1].is_lambda:
+                    out.append(found)
+        return out
+
+    def bind(self, fn: FunctionFact, call: V.Call, frame: Frame | None, implicit_self: bool,
+             receiver: V.Value | None = None) -> dict[str, tuple[V.Value, Frame | None]]:
         params = list(fn.params)
-        if implicit_self and params:
-            params = params[1:]
         bound: dict[str, tuple[V.Value, Frame | None]] = {}
+        if implicit_self and params:
+            if receiver is not None:
+                bound[params[0]] = (receiver, frame)
+            params = params[1:]
         for name, arg in zip(params, call.args):
             bound[name] = (arg, frame)
         for name, arg in call.kwargs:
@@ -332,39 +444,77 @@ class Program:
 
     @property
     def callers(self) -> dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]]:
-        """(module, function qualname) -> the call sites that reach it, resolved lexically."""
+        """(module, function qualname) -> the call sites that reach it, resolved lexically; calls that
+        run a function in place (``tf.map_fn(fn)``, ``tf.app.run(main)``) count, with unknown arguments."""
         if self._callers is None:
             callers: dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]] = {}
             for module in self.modules:
                 for call in module.calls:
-                    target = self.callee(call.value, self.lexical(module, call.scope))
-                    if target is not None:
-                        callee_module, fn, _ = target
+                    targets = self._possible_callees(module, call)
+                    for callee_module, fn in targets:
                         callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
+                    if not targets and isinstance(call.value.func, (V.Dotted, V.Attr)):
+                        for callee_module, fn in self.run_targets(module, call):
+                            callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
+                            self._runners.add(id(call))
             self._callers = callers
             # Parameters read outside their activations resolve through call sites from now on.
             self._deref.clear()
         return self._callers
 
+    def _possible_callees(self, module: ModuleFacts, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
+        """Every function a call may reach: one, or for ``self.forward(...)`` each method the attribute
+        is set to (``self.forward = self.forward_conv`` in one branch, ``self.forward_fc`` in another)."""
+        func = call.value.func
+        if isinstance(func, V.Ref) and "::" in func.scope:
+            assigns = module.assigns.get((func.scope, func.name), ())
+            if len(assigns) > 1:
+                out = []
+                for assign in assigns:
+                    found = self.deref(assign.value, self.lexical(module, assign.function)).value
+                    if isinstance(found, V.FunctionRef) and (target := self.function(found)) is not None \
+                            and target not in out:
+                        out.append(target)
+                if out:
+                    return out
+        target = self.callee(call.value, self.lexical(module, call.scope))
+        return [(target[0], target[1])] if target is not None else []
+
     def frames(self, module: ModuleFacts, scope: str, depth: int = 0) -> list[Frame]:
-        """Every known activation of ``scope`` (lambdas run in their enclosing function)."""
+        """Every known activation of ``scope`` (lambdas run in their enclosing function), at most
+        MAX_INSTANCES, taken in turn from each call site so that every site is represented."""
         while scope and module.functions.get(scope) is not None and module.functions[scope].is_lambda:
             scope = module.functions[scope].parent
         if not scope:
             return [self.lexical(module, "")]
+        key = (id(module), scope, depth)
+        memo = self._frames.get(key)
+        if memo is not None:
+            return memo
         fn = module.functions.get(scope)
         sites = self.callers.get((id(module), scope), [])
         if fn is None or not sites or depth >= MAX_CALL_DEPTH:
-            return [self.lexical(module, scope)]
-        out: list[Frame] = []
-        for caller_module, call in sites:
-            for parent in self.frames(caller_module, call.scope, depth + 1):
-                target = self.callee(call.value, parent)
-                implicit_self = target[2] if target is not None else False
-                out.append(Frame(module, scope, self.bind(fn, call.value, parent, implicit_self), parent, call))
-                if len(out) >= MAX_INSTANCES:
-                    return out
+            out = [self.lexical(module, scope)]
+        else:
+            self._frames[key] = [self.lexical(module, scope)]  # recursion stops here
+            per_site = [(caller_module, call, self.frames(caller_module, call.scope, depth + 1))
+                        for caller_module, call in sites]
+            out = []
+            for turn in range(max(len(parents) for _, _, parents in per_site)):
+                for caller_module, call, parents in per_site:
+                    if turn < len(parents) and len(out) < MAX_INSTANCES:
+                        out.append(self._activation_frame(module, fn, call, parents[turn]))
+        self._frames[key] = out
         return out
+
+    def _activation_frame(self, module: ModuleFacts, fn: FunctionFact, call: CallFact, parent: Frame) -> Frame:
+        if id(call) in self._runners:
+            bindings: dict[str, tuple[V.Value, Frame | None]] = {}
+        else:
+            target = self._callee(call.value, parent)
+            bindings = self.bind(fn, target[3], parent, target[2], target[4]) if target is not None \
+                else self.bind(fn, call.value, parent, False)
+        return Frame(module, fn.qualname, bindings, parent, call)
 
     def sites(self, module: ModuleFacts, call: CallFact) -> list[Site]:
         return [Site(module, call, frame) for frame in self.frames(module, call.scope)]
@@ -542,6 +692,29 @@ class Program:
         return [use]
 
     # ------------------------------------------------------------- helpers
+    def truth(self, value: V.Value, frame: Frame | None) -> bool | None:
+        """The truth value of a condition in an activation, when it is a Python constant there."""
+        if isinstance(value, V.Unary) and value.op == "not":
+            inner = self.truth(value.operand, frame)
+            return None if inner is None else not inner
+        final = self.deref(value, frame).value
+        if isinstance(final, V.Const):
+            return bool(final.value)
+        return None
+
+    def live(self, module: ModuleFacts, call: CallFact, frame: Frame | None) -> bool | None:
+        """Whether the call runs in this activation: False when an ``if`` around it takes the other arm
+        (``if reuse: scope.reuse_variables()`` with ``reuse=False``), None when a condition is unknown."""
+        state: bool | None = True
+        for if_loc, arm in call.branches:
+            condition = module.ifs.get(if_loc)
+            taken = self.truth(condition, frame) if condition is not None else None
+            if taken is None:
+                state = None
+            elif taken != (arm == 0):
+                return False
+        return state
+
     def arg(self, use: BatchNormUse, name: str | None) -> Located | None:
         if name is None:
             return None

@@ -274,12 +274,10 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
             complete = False
         if isinstance(final, V.Call):
             calls.add(id(final))
-            target = program.callee(final, located.frame)
-            if target is not None:
+            child = program.activation(final, located.frame)
+            if child is not None:
                 # Follow into the function: what it returns is computed from its body.
-                module, fn, implicit_self = target
-                child = Frame(module, fn.qualname, program.bind(fn, final, located.frame, implicit_self),
-                              located.frame)
+                fn = child.module.functions[child.function]
                 todo.extend((ret, child) for ret in fn.returns)
         todo.extend((child, located.frame) for child in final.children())
     return calls, complete
@@ -312,12 +310,17 @@ def reuse_of(program: Program, use: BatchNormUse) -> bool | None:
     states = [reuse_state(program, use.args.get(use.api.reuse)) if use.api.reuse else False]
     for call, frame, _ in variable_scopes(program, use.site):
         states.append(reuse_state(program, variable_scope_reuse(program, call, frame)))
-    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down.
+    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down (when this
+    # activation runs it: not under `if reuse:` with reuse=False).
+    frames = {id(frame.site): frame.parent for frame in use.site.frame.chain() if frame.site is not None}
     for module, site in call_chain(use):
+        frame = frames.get(id(site), use.site.frame) if site is not use.call else use.site.frame
         for other in module.calls:
             if other.scope == site.scope and other.loc < site.loc and isinstance(other.value.func, V.Attr) \
                     and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
-                states.append(True)
+                live = program.live(module, other, frame)
+                if live is not False:
+                    states.append(live)
     if any(state is True for state in states):
         return True
     if any(state is None for state in states):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bnaudit import catalogue
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
+from bnaudit.source.executions import path_of
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Located, Program
 from bnaudit.source.rules import Report, Rule
@@ -78,11 +79,11 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                            "used for evaluation has its own moving statistics, which training never updates",
                            fix="Build one layer with the flag tensor as `training`/`is_training` (or give the "
                                "second branch the same scope with reuse=True).")
-        by_root: dict[tuple, list[_Layer]] = {}
+        # Layers collide only when they are built in one graph of one execution.
+        by_entry: dict[tuple, list[_Layer]] = {}
         for layer in layers:
-            key = (id(layer.chain[0][0]), S.graph_context(program, layer.use.site))
-            by_root.setdefault(key, []).append(layer)
-        for group in by_root.values():
+            by_entry.setdefault(path_of(layer.use.site).entry, []).append(layer)
+        for group in by_entry.values():
             group.sort(key=lambda layer: layer.order)
             self._duplicates(program, report, group)
             self._missing(program, report, group, layers)
@@ -92,6 +93,8 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
             if later.reuse is not False:
                 continue
             for earlier in group[:i]:
+                if program.executions.together(earlier.use.site, later.use.site) is not True:
+                    continue
                 same_call = earlier.use.call is later.use.call
                 if earlier.scope is not None and earlier.scope == later.scope:
                     kind = "scope"

@@ -87,19 +87,18 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         if not uses:
             return
         for module in program.modules:
-            train_ops = [call for call in module.calls
-                         if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS]
-            if not train_ops:
-                continue
-            reachable = S.reachable_modules(program, module)
-            candidates = [use for use in uses if id(use.site.root.module) in reachable]
-            if candidates:
-                for call in train_ops:
-                    self._judge(program, report, module, call, candidates)
+            for call in module.calls:
+                if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS:
+                    self._judge(program, report, module, call, uses)
 
     def _judge(self, program: Program, report: Report, module: ModuleFacts, call: CallFact,
-               candidates: list[BatchNormUse]) -> None:
+               uses: list[BatchNormUse]) -> None:
         for site in program.sites(module, call):
+            # Only layers that may be in this train op's graph: the same execution, or one that may
+            # run inside it.
+            candidates = [use for use in uses if program.executions.together(site, use.site) is not False]
+            if not candidates:
+                continue
             affected = _feeding(program, site, candidates)
             covered = self._covered(program, site)
             missed = [use for use in affected if S.ANY_COLLECTION not in covered

@@ -1,0 +1,192 @@
+"""Which calls run together, in one graph: the executions of a program.
+
+A batch-norm fault is a fact about one graph in one run: a layer built twice (BN002), update ops
+that a train op never runs (BN001), a saver next to a layer (BN004).  A repository is many such
+runs: scripts that never import each other, ``train()`` and ``test()`` chosen by a flag, a fresh
+graph per ``with tf.Graph().as_default():`` or after ``tf.reset_default_graph()``, test methods that
+each build their own model.
+
+A call is reached along a *path*: the calls from an entry (a module's top level, or a function no
+checked code calls, such as ``main`` run by a framework or a test method) down to it, one per
+activation.  Two calls run together when their paths start at the same entry, they are not in
+different arms of one ``if`` at the activation where the paths part (unless a loop there runs both
+arms), and they build into the same graph.  Entries that may run inside one another (one function
+reaches the other's entry, or one module imports the other) give no answer: ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from bnaudit import catalogue
+from bnaudit.source import values as V
+from bnaudit.source.facts import CallFact, ModuleFacts
+from bnaudit.source.program import Frame, Program, Site
+
+
+@dataclass(frozen=True, eq=False)
+class Path:
+    """The calls from an entry down to a call: ``steps[i]`` runs in the activation ``frames[i]``."""
+    frames: tuple[Frame, ...]
+    steps: tuple[CallFact, ...]
+
+    @property
+    def entry(self) -> tuple[int, str]:
+        root = self.frames[0]
+        return id(root.module), root.function
+
+
+def path_of(site: Site) -> Path:
+    frames = tuple(reversed(list(site.frame.chain())))
+    steps = tuple(frame.site for frame in frames[1:]) + (site.call,)
+    return Path(frames, steps)  # type: ignore[arg-type]
+
+
+class Executions:
+    """Computed once per program (``Program.executions``); every answer is memoized."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._paths: dict[int, tuple[Path, Site]] = {}
+        self._graphs: dict[int, tuple[tuple, Path]] = {}
+
+    # ------------------------------------------------------------------ entries
+    @cached_property
+    def _reaches(self) -> dict[tuple[int, str], set[tuple[int, str]]]:
+        """Function -> the functions it calls, directly or not (from the lexical call graph)."""
+        program = self.program
+        direct: dict[tuple[int, str], set[tuple[int, str]]] = {}
+        for (module_id, qualname), sites in program.callers.items():
+            for caller_module, call in sites:
+                scope = _enclosing_function(caller_module, call.scope)
+                direct.setdefault((id(caller_module), scope), set()).add((module_id, qualname))
+        closure: dict[tuple[int, str], set[tuple[int, str]]] = {}
+        for start in direct:
+            seen: set[tuple[int, str]] = set()
+            todo = list(direct[start])
+            while todo:
+                node = todo.pop()
+                if node not in seen:
+                    seen.add(node)
+                    todo.extend(direct.get(node, ()))
+            closure[start] = seen
+        return closure
+
+    @cached_property
+    def _imports(self) -> dict[int, set[int]]:
+        """Module -> every checked module it imports, transitively."""
+        program = self.program
+        out: dict[int, set[int]] = {}
+        for module in program.modules:
+            seen: set[int] = set()
+            todo = [module]
+            while todo:
+                current = todo.pop()
+                for name in current.imports:
+                    target = program.import_module(current, name)
+                    if target is not None and id(target) not in seen:
+                        seen.add(id(target))
+                        todo.append(target)
+            out[id(module)] = seen
+        return out
+
+    def related_entries(self, a: tuple[int, str], b: tuple[int, str]) -> bool:
+        """Whether one entry may run inside the other (so calls under them may share a graph)."""
+        if a == b:
+            return True
+        if b in self._reaches.get(a, ()) or a in self._reaches.get(b, ()):
+            return True
+        if not a[1] and not b[1]:
+            return b[0] in self._imports.get(a[0], ()) or a[0] in self._imports.get(b[0], ())
+        return False
+
+    # ------------------------------------------------------------------ graphs
+    def graph_of(self, path: Path) -> tuple:
+        """An identity for the graph the path's last call builds into: the innermost
+        ``with <graph>.as_default():`` or latest ``tf.reset_default_graph()`` on the way, with the
+        activation it happens in; ``()`` for the entry's default graph."""
+        graph: tuple = ()
+        for level, (frame, step) in enumerate(zip(path.frames, path.steps)):
+            prefix = tuple(id(s) for s in path.steps[:level])
+            latest = -1
+            for ctx_loc in step.ctx:
+                identity = self._graph_value(frame, frame.module.contexts[ctx_loc].value)
+                if identity is not None and ctx_loc > latest:
+                    graph, latest = ("graph", prefix, identity), ctx_loc
+            reset = self._last_reset(frame.module, step)
+            if reset is not None and reset.loc > latest:
+                graph = ("reset", prefix, id(reset))
+        return graph
+
+    def _graph_value(self, frame: Frame, value: V.Value) -> int | None:
+        """For ``X.as_default()``, an identity of the graph X (one per ``tf.Graph()`` call)."""
+        located = self.program.deref(value, frame)
+        current = located.value
+        if not (isinstance(current, V.Call) and isinstance(current.func, V.Attr)
+                and current.func.attr == "as_default"):
+            return None
+        base = self.program.deref(current.func.base, located.frame).value
+        return id(base)
+
+    def _last_reset(self, module: ModuleFacts, step: CallFact) -> CallFact | None:
+        found = None
+        for call in self._resets.get((id(module), step.scope), ()):
+            if call.loc < step.loc and not _exclusive(module, call, step):
+                found = call
+        return found
+
+    @cached_property
+    def _resets(self) -> dict[tuple[int, str], list[CallFact]]:
+        program = self.program
+        out: dict[tuple[int, str], list[CallFact]] = {}
+        for module in program.modules:
+            for call in module.calls:
+                if isinstance(call.value.func, (V.Dotted, V.Ref)) and program.qualname(
+                        call.value.func, program.lexical(module, call.scope)) in catalogue.RESET_DEFAULT_GRAPH:
+                    out.setdefault((id(module), call.scope), []).append(call)
+        return out
+
+    # ------------------------------------------------------------------ together
+    def path(self, site: Site) -> Path:
+        found = self._paths.get(id(site))
+        if found is None:
+            found = self._paths[id(site)] = (path_of(site), site)  # the site keeps its id from being reused
+        return found[0]
+
+    def together(self, a: Site, b: Site) -> bool | None:
+        """Whether two calls run in one execution and build into one graph (None: cannot tell)."""
+        pa, pb = self.path(a), self.path(b)
+        if pa.entry != pb.entry:
+            return None if self.related_entries(pa.entry, pb.entry) else False
+        for level, (sa, sb) in enumerate(zip(pa.steps, pb.steps)):
+            if sa is not sb:
+                module = pa.frames[level].module
+                if _exclusive(module, sa, sb):
+                    return False
+                break
+        return self.graph(pa) == self.graph(pb)
+
+    def graph(self, path: Path) -> tuple:
+        key = id(path)
+        found = self._graphs.get(key)
+        if found is None:
+            found = self._graphs[key] = (self.graph_of(path), path)
+        return found[0]
+
+
+def _enclosing_function(module: ModuleFacts, scope: str) -> str:
+    """Lambdas run in the function they are written in."""
+    while scope and module.functions.get(scope) is not None and module.functions[scope].is_lambda:
+        scope = module.functions[scope].parent
+    return scope
+
+
+def _exclusive(module: ModuleFacts, a: CallFact, b: CallFact) -> bool:
+    """Two calls of one activation in different arms of one ``if`` that no loop around it repeats."""
+    arms_b = dict(b.branches)
+    for if_loc, arm in a.branches:
+        other = arms_b.get(if_loc)
+        if other is not None and other != arm:
+            return not any(loop.scope == a.scope and loop.loc < if_loc <= loop.end for loop in module.loops)
+    return False
