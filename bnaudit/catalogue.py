@@ -247,6 +247,10 @@ ASSIGN = frozenset({"tensorflow.assign", "tensorflow.python.ops.state_ops.assign
 # Functions whose first argument is reduced to a mean, and those that square.
 MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "numpy.mean", "keras.ops.mean"})
 SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square", "keras.ops.square"})
+# Moments from sums of x and x^2: (position, keyword) of the shift that makes them two-pass-safe.
+ONE_PASS_MOMENTS = {"tensorflow.nn.normalize_moments": (3, "shift")}
+ROOTS = frozenset({"tensorflow.sqrt", "tensorflow.math.sqrt", "tensorflow.rsqrt", "tensorflow.math.rsqrt",
+                   "numpy.sqrt", "keras.ops.sqrt", "keras.ops.rsqrt"})
 CLAMPS = frozenset({"tensorflow.maximum", "tensorflow.math.maximum", "tensorflow.nn.relu", "tensorflow.abs",
                     "tensorflow.clip_by_value", "numpy.maximum", "keras.ops.maximum", "keras.ops.relu"})
 

@@ -111,6 +111,7 @@ class ModuleFacts:
     module: str
     imports: set[str] = field(default_factory=set)
     star_imports: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)   # import aliases (what `from m import *` brings)
     calls: list[CallFact] = field(default_factory=list)
     contexts: dict[int, ContextFact] = field(default_factory=dict)
     assigns: dict[tuple[str, str], list[AssignFact]] = field(default_factory=dict)
@@ -222,7 +223,7 @@ class Extractor(Walker):
         super().__init__()
         self.facts = ModuleFacts(path=path, module=module)
         self._package = module if is_package else module.rpartition(".")[0]
-        self._aliases: dict[str, str] = {}
+        self._aliases: dict[str, str] = self.facts.aliases
         self._scopes: list[str] = [""]           # function scopes
         self._classes: list[str | None] = [None]  # class whose body we are in, per scope level
         self._ctx: list[list[int]] = [[]]         # with-items, per function scope

@@ -158,6 +158,8 @@ class Program:
             if catalogue.lookup(candidate) is not None:
                 return V.Dotted(candidate)
             target = self.import_module(module, star)
+            if target is not None and name in target.aliases and not name.startswith("_"):
+                return V.Dotted(catalogue.canonical(target.aliases[name]))
             if target is not None and (("", name) in target.assigns or name in target.functions):
                 return self.lookup_name(target, name, "", 1 << 62)
         if name in _BUILTINS:
@@ -265,6 +267,12 @@ class Program:
                     default = fn.defaults.get(value.name) if fn is not None else None
                     return Located(default if default is not None else V.UNKNOWN, candidate)
             return self._only_caller_binds(value)
+        if isinstance(value, V.Attr):
+            # `tf.variable_scope` where `tf` is a name that resolves to a module (a star import)
+            base = self.deref(value.base, frame)
+            if isinstance(base.value, V.Dotted):
+                return Located(V.Dotted(catalogue.canonical(f"{base.value.name}.{value.attr}")), base.frame)
+            return None
         if isinstance(value, V.Dotted):
             found = self._lookup_dotted(value.name, frame.module if frame is not None else None)
             if found is not None:

@@ -32,13 +32,40 @@ def _is_mean(program: Program, value: V.Value, frame: Frame | None) -> V.Value |
     return None
 
 
+def mean_of_squares(program: Program, value: V.Value, frame: Frame | None, depth: int = 0) -> bool:
+    """Whether a value is E[x^2] as one-pass code builds it: ``mean(x**2)``, averaged across replicas
+    (``allreduce(mean_sq)``, ``cross_replica_sum(mean_sq) / n``), mixed with a reference batch's
+    (``a * mean_sq + b * ref_mean_sq``), plus epsilon, or rebuilt as ``variance + mean**2``."""
+    if depth > 6:
+        return False
+    located = program.deref(value, frame)
+    current, frame = located.value, located.frame
+    if isinstance(current, V.Call):
+        name = program.qualname(current.func, frame)
+        if name in catalogue.MEAN:
+            return bool(current.args) and _square_of(program, current.args[0], frame) is not None
+        if name in catalogue.SQUARE or not current.args:
+            return False
+        # An average across replicas or devices: a function of the per-replica E[x^2].
+        return mean_of_squares(program, current.args[0], frame, depth + 1)
+    if isinstance(current, V.BinOp):
+        if current.op in ("*", "/"):
+            return any(mean_of_squares(program, side, frame, depth + 1) for side in (current.left, current.right))
+        if current.op == "+":
+            sides = (current.left, current.right)
+            if any(mean_of_squares(program, side, frame, depth + 1) for side in sides):
+                return True
+            # shard_variance + tf.square(shard_mean): E[x^2] rebuilt from the moments
+            return any(_square_of(program, side, frame) is not None for side in sides) and \
+                not all(_square_of(program, side, frame) is not None for side in sides)
+    return False
+
+
 def is_one_pass_variance(program: Program, value: V.Value, frame: Frame | None) -> bool:
-    """``mean(x**2) - mean(x)**2`` in any spelling."""
+    """``mean(x**2) - mean(x)**2`` in any spelling (see ``mean_of_squares``)."""
     if not (isinstance(value, V.BinOp) and value.op == "-"):
         return False
-    inside = _is_mean(program, value.left, frame)
-    return inside is not None and _square_of(program, inside, frame) is not None \
-        and _square_of(program, value.right, frame) is not None
+    return _square_of(program, value.right, frame) is not None and mean_of_squares(program, value.left, frame)
 
 
 def _feeds(program: Program, value: V.Value, frame: Frame | None, target: V.Value, depth: int = 0) -> bool:
@@ -70,12 +97,17 @@ def _variance_consumers(program: Program, module: ModuleFacts):
                 args.append(call.value.args[index])
             if call.value.kwarg("variance") is not None:
                 args.append(call.value.kwarg("variance"))
-        elif name in catalogue.ASSIGN or name in catalogue.MOVING_AVERAGE_DECAY or (
+        elif name in catalogue.ASSIGN or name in catalogue.MOVING_AVERAGE_DECAY or name in catalogue.ROOTS or (
                 isinstance(call.value.func, V.Attr) and call.value.func.attr in ("assign", "apply")):
             args.extend(call.value.args)
             args.extend(v for _, v in call.value.kwargs)
         if args:
             yield call, frame, args
+    # A function that returns the variance (a `_moments` override, a sync-statistics helper) hands it
+    # to whatever normalizes with it.
+    for fn in module.functions.values():
+        if fn.returns and not fn.is_lambda:
+            yield None, program.lexical(module, fn.qualname), fn.returns
 
 
 class NegativeVariance(Rule):
@@ -107,6 +139,7 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
     def check(self, program: Program, report: Report) -> None:
         for module in program.modules:
             self._one_pass(program, report, module)
+            self._unshifted_moments(program, report, module)
             self._hand_written_decay(program, report, module)
         for use in program.batch_norms:
             if use.how == "apply":
@@ -139,6 +172,24 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
                            "large and goes negative; it feeds a batch norm or moving variance unclamped, so "
                            "rsqrt(variance + epsilon) becomes NaN",
                            fix="Use tf.nn.moments (two-pass) or clamp: tf.maximum(variance, 0.).")
+
+    def _unshifted_moments(self, program: Program, report: Report, module: ModuleFacts) -> None:
+        """``tf.nn.normalize_moments(counts, mean_ss, variance_ss, shift=None)``: TF's own one-pass
+        variance, from the sums of x and x^2 that ``tf.nn.sufficient_statistics`` returns unshifted."""
+        for call in module.calls:
+            frame = program.lexical(module, call.scope)
+            spec = catalogue.ONE_PASS_MOMENTS.get(program.qualname(call.value.func, frame) or "")
+            if spec is None:
+                continue
+            index, keyword = spec
+            shift = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
+            if shift is None or isinstance(program.deref(shift, frame).value, V.Const) and \
+                    program.deref(shift, frame).value.value is None:
+                report.add(self.code, module, call.loc,
+                           "normalize_moments without a shift computes the variance in one pass, "
+                           "E[x^2] - E[x]^2, which cancels catastrophically in float32 and can go negative",
+                           fix="Use tf.nn.moments (two-pass), or pass the shift (a mean estimate) to both "
+                               "sufficient_statistics and normalize_moments, and clamp at 0.")
 
     def _hand_written_decay(self, program: Program, report: Report, module: ModuleFacts) -> None:
         for call in module.calls:
