@@ -226,6 +226,21 @@ UPDATING_TRAIN_OP_BUILDERS = frozenset({
 })
 # Methods that build a train op from an optimizer.
 TRAIN_OP_METHODS = frozenset({"minimize", "apply_gradients"})
+# Keras methods that train a model (and run its batch-norm updates themselves).
+FIT_METHODS = frozenset({"fit", "fit_generator", "train_on_batch"})
+# Calls that read the tf.GraphKeys.LOSSES collection, which every tf.losses/slim.losses function adds to.
+LOSS_COLLECTION_READERS = frozenset({
+    "tensorflow.losses.get_total_loss", "tensorflow.losses.get_losses", "tensorflow.contrib.slim.losses.get_total_loss",
+    "tensorflow.contrib.losses.get_total_loss", "tf_slim.losses.get_total_loss", "tensorflow.contrib.slim.losses.get_losses",
+})
+LOSS_FUNCTION_MODULES = ("tensorflow.losses.", "tensorflow.contrib.slim.losses.", "tensorflow.contrib.losses.",
+                         "tf_slim.losses.")
+# Specs that a framework runs as one step: the loss is fetched with the train op.
+ESTIMATOR_SPECS = frozenset({
+    "tensorflow.estimator.EstimatorSpec", "tensorflow.estimator.tpu.TPUEstimatorSpec",
+    "tensorflow.contrib.tpu.TPUEstimatorSpec", "tensorflow.compat.v1.estimator.tpu.TPUEstimatorSpec",
+    "tensorflow_estimator.estimator.EstimatorSpec",
+})
 
 # Layers that apply `normalizer_fn=batch_norm` (given directly or through an arg_scope).
 SLIM_NORMALIZED_LAYERS = frozenset(

@@ -128,6 +128,25 @@ class Program:
         self._frames: dict[tuple[int, str, int], list[Frame]] = {}
 
     @cached_property
+    def dataflow(self):
+        """Which layers each train op trains (see dataflow.py)."""
+        from bnaudit.source.dataflow import TrainFlow
+        return TrainFlow(self)
+
+    @cached_property
+    def loss_functions(self) -> list[tuple[V.Value, "Frame"]]:
+        """Calls of tf.losses/slim.losses functions: what the LOSSES collection holds."""
+        out = []
+        for module in self.modules:
+            for call in module.calls:
+                frame = self.lexical(module, call.scope)
+                name = self.qualname(call.value.func, frame) if isinstance(call.value.func, (V.Dotted, V.Attr)) else None
+                if name and name.startswith(catalogue.LOSS_FUNCTION_MODULES) and \
+                        name not in catalogue.LOSS_COLLECTION_READERS and not name.rsplit(".", 1)[-1].startswith("get_"):
+                    out.append((call.value, frame))
+        return out
+
+    @cached_property
     def executions(self):
         """Which calls run together in one graph (see executions.py)."""
         from bnaudit.source.executions import Executions

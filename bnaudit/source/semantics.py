@@ -274,6 +274,9 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
             complete = False
         if isinstance(final, V.Call):
             calls.add(id(final))
+            if program.qualname(final.func, located.frame) in catalogue.LOSS_COLLECTION_READERS:
+                # tf.losses.get_total_loss(): every loss a tf.losses function added to the collection
+                todo.extend(program.loss_functions)
             child = program.activation(final, located.frame)
             if child is not None:
                 # Follow into the function: what it returns is computed from its body.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from bnaudit import catalogue
@@ -14,7 +13,6 @@ from bnaudit.source.program import BatchNormUse, Located, Program
 from bnaudit.source.rules import Report, Rule
 from bnaudit.source.rules.cond import INSIDE, cond_layers
 
-_EVAL_WORDS = re.compile(r"eval|test|val|infer|predict|serv|export", re.IGNORECASE)
 _SCOPED_FAMILIES = ("contrib/slim", "tf.layers")
 
 
@@ -25,10 +23,6 @@ class _Layer:
     reuse: bool | None
     order: tuple[int, ...]
     chain: list[tuple[ModuleFacts, CallFact]]
-
-
-def _flag(program: Program, use: BatchNormUse):
-    return S.const_value(program, program.arg(use, use.api.training), default="?")
 
 
 class DuplicatedScope(Rule):
@@ -99,7 +93,7 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                 if earlier.scope is not None and earlier.scope == later.scope:
                     kind = "scope"
                 elif same_call and earlier.scope is None and later.scope is None and \
-                        self._looks_like_eval(program, earlier, later):
+                        self._evaluation_copy(program, earlier, later):
                     kind = "rebuilt"
                 else:
                     continue
@@ -123,14 +117,11 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
         return later.chain[-1]
 
     @staticmethod
-    def _looks_like_eval(program: Program, earlier: _Layer, later: _Layer) -> bool:
-        flags = (_flag(program, earlier.use), _flag(program, later.use))
-        if flags[1] is False and flags[0] is not False:
-            return True
-        for _module, call in later.chain:
-            if call.target and _EVAL_WORDS.search(call.target) or _EVAL_WORDS.search(call.scope or ""):
-                return True
-        return False
+    def _evaluation_copy(program: Program, earlier: _Layer, later: _Layer) -> bool:
+        """The later copy of the model is built beside the trained one, for evaluation: the earlier
+        copy's output reaches a train op's loss and the later one's reaches none."""
+        flow = program.dataflow
+        return flow.feeds_training(earlier.use) is True and flow.feeds_training(later.use) is False
 
     def _missing(self, program: Program, report: Report, group: list[_Layer], everything: list[_Layer]) -> None:
         for layer in group:

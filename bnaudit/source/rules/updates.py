@@ -11,9 +11,15 @@ from bnaudit.source.rules import Report, Rule
 
 
 def collection_updates(program: Program, use: BatchNormUse) -> bool | None:
-    """Whether a layer's updates wait in a collection: True, False (in place / managed), None (unknown)."""
+    """Whether a layer's updates wait in a collection: True, False (in place / managed, or none are
+    created: a layer whose flag is the constant False builds no update ops), None (unknown)."""
     if use.api.updates != catalogue.COLLECTION or use.how == "apply":
         return False
+    if use.api.training and not use.unknown_args:
+        flag = program.arg(use, use.api.training)
+        value = flag.value if flag is not None else V.Const(use.api.training_default)
+        if isinstance(value, V.Const) and value.value is False:
+            return False
     if use.api.updates_arg is None:
         return True
     given = use.args.get(use.api.updates_arg)
@@ -204,22 +210,10 @@ def _evaluated_elsewhere(program: Program, site: Site, joined: V.Call) -> bool:
 
 def _feeding(program: Program, site: Site, candidates: list[BatchNormUse]) -> list[BatchNormUse]:
     """The layers whose outputs the train op's loss is computed from (all of them if untraceable)."""
-    call = site.call.value
-    loss = call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
-    if loss is None:
-        return candidates
-    reached, complete = S.reached_calls(program, loss, site.frame)
-    # A layer feeds the loss when the call that builds it from the train op's own function does
-    # (calls further in are shared by every instantiation of the function they are in).
-    here = {(id(frame.module), frame.function) for frame in site.frame.chain()}
-
-    def feeds(use: BatchNormUse) -> bool:
-        calls = S.call_chain(use)
-        level = [call for module, call in calls if (id(module), call.scope.split(".<lambda")[0]) in here]
-        return any(id(call.value) in reached for call in (level or [c for _, c in calls]))
-
-    traced = [use for use in candidates if feeds(use)]
-    return traced if complete or traced else candidates
+    flow = program.dataflow
+    verdicts = [(use, flow.feeds(site, use)) for use in candidates]
+    traced = [use for use, feeds in verdicts if feeds]
+    return traced if traced or all(feeds is False for _, feeds in verdicts) else candidates
 
 
 def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> tuple[bool, bool]:

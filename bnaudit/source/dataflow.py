@@ -1,0 +1,94 @@
+"""Which batch-norm layers a train op trains: the data flow from a loss back to the layers.
+
+BN001 asks it of one train op (whose updates must it run?); BN002 and BN011 ask it of a layer (is
+this copy of the model the one being trained, or a copy built for evaluation?).  Computed once per
+program (``Program.dataflow``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from bnaudit import catalogue
+from bnaudit.source import semantics as S
+from bnaudit.source import values as V
+from bnaudit.source.program import BatchNormUse, Program, Site
+
+
+class TrainFlow:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._reached: dict[int, tuple[set[int], bool, Site]] = {}
+        self._feeds: dict[int, bool | None] = {}
+
+    @cached_property
+    def train_ops(self) -> list[Site]:
+        """Every instantiation of every call that builds a train op."""
+        program = self.program
+        out = []
+        for module in program.modules:
+            for call in module.calls:
+                func = call.value.func
+                if isinstance(func, V.Attr) and func.attr in catalogue.TRAIN_OP_METHODS or \
+                        isinstance(func, V.Dotted) and func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS:
+                    out.extend(program.sites(module, call))
+        return out
+
+    def loss(self, site: Site) -> V.Value | None:
+        """The loss (or gradients) a train op is built from."""
+        call = site.call.value
+        func = call.func
+        if isinstance(func, V.Dotted) and func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS:
+            return call.args[0] if call.args else call.kwarg("total_loss") or call.kwarg("loss")
+        return call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
+
+    def reached(self, site: Site) -> tuple[set[int], bool]:
+        """The calls the train op's loss is computed from, and whether the trace is complete."""
+        found = self._reached.get(id(site))
+        if found is None:
+            loss = self.loss(site)
+            calls, complete = S.reached_calls(self.program, loss, site.frame) if loss is not None else (set(), False)
+            found = self._reached[id(site)] = (calls, complete, site)
+        return found[0], found[1]
+
+    def feeds(self, site: Site, use: BatchNormUse) -> bool | None:
+        """Whether the layer's output reaches the train op's loss (None: the trace is incomplete)."""
+        reached, complete = self.reached(site)
+        # A layer feeds the loss when the call that builds it from the train op's own function does
+        # (calls further in are shared by every instantiation of the function they are in).
+        here = {(id(frame.module), frame.function) for frame in site.frame.chain()}
+        calls = use.chain
+        level = [call for module, call in calls if (id(module), call.scope.split(".<lambda")[0]) in here]
+        if any(id(call.value) in reached for call in (level or [c for _, c in calls])):
+            return True
+        return False if complete else None
+
+    def feeds_training(self, use: BatchNormUse) -> bool | None:
+        """Whether this layer is trained: its output reaches the loss of a train op of its execution.
+        False only when there are train ops there and every one's loss is fully traced without it."""
+        known = self._feeds.get(id(use), 0)
+        if known != 0:
+            return known  # type: ignore[return-value]
+        answer: bool | None = None
+        candidates = [site for site in self.train_ops
+                      if self.program.executions.together(site, use.site) is not False]
+        if candidates:
+            verdicts = [self.feeds(site, use) for site in candidates]
+            answer = True if True in verdicts else (False if all(v is False for v in verdicts) else None)
+        self._feeds[id(use)] = answer
+        return answer
+
+    @cached_property
+    def fits(self) -> list[Site]:
+        """Keras training calls (``model.fit(...)``): they train, but have no loss to trace."""
+        program = self.program
+        return [site for module in program.modules for call in module.calls
+                if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.FIT_METHODS
+                for site in program.sites(module, call)]
+
+    def trains(self, site: Site) -> bool | None:
+        """Whether a model is trained in the execution and graph of a call (None: it may be)."""
+        verdicts = [self.program.executions.together(op, site) for op in self.train_ops + self.fits]
+        if True in verdicts:
+            return True
+        return None if None in verdicts else False
