@@ -51,6 +51,8 @@ class BatchNormAPI:
     training_required: bool = False
     # The moving statistics are in tf.GraphKeys.MODEL_VARIABLES (so tf.model_variables() saves them).
     model_variables: bool = False
+    # The argument that names the collections the variables are added to.
+    variables_collections: str | None = None
 
     def param_index(self, name: str) -> int | None:
         try:
@@ -94,7 +96,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         training="is_training", training_default=True,
         decay="decay", decay_default=0.999, epsilon="epsilon", epsilon_default=0.001,
         reuse="reuse", scope="scope", updates=COLLECTION, updates_arg="updates_collections",
-        model_variables=True,
+        model_variables=True, variables_collections="variables_collections",
     ),
     BatchNormAPI(
         key="tf.layers.batch_normalization", family="tf.layers", kind=FUNCTION,
@@ -269,6 +271,10 @@ ROOTS = frozenset({"tensorflow.sqrt", "tensorflow.math.sqrt", "tensorflow.rsqrt"
 CLAMPS = frozenset({"tensorflow.maximum", "tensorflow.math.maximum", "tensorflow.nn.relu", "tensorflow.abs",
                     "tensorflow.clip_by_value", "numpy.maximum", "keras.ops.maximum", "keras.ops.relu"})
 
+# Command-line flag objects: `FLAGS.steps` is the default of `DEFINE_integer('steps', ...)`.
+FLAG_CONTAINERS = frozenset({"tensorflow.app.flags.FLAGS", "tensorflow.flags.FLAGS", "absl.flags.FLAGS",
+                             "tensorflow.python.platform.flags.FLAGS"})
+IMPORT_MODULE = frozenset({"importlib.import_module"})
 # Calls that run a function they are given, in place (its body builds into the caller's graph):
 # qualified name -> ((position, keyword) of each function argument).  ``app.run()`` without one runs
 # the module's ``main``.
@@ -297,6 +303,7 @@ WRAPS_FUNCTION: dict[str, tuple[int, str]] = {
 ARG_SCOPE = frozenset({"tensorflow.contrib.slim.arg_scope", "tf_slim.arg_scope", "tensorflow.contrib.framework.arg_scope"})
 PARTIAL = frozenset({"functools.partial"})
 
+GRAPHS = frozenset({"tensorflow.Graph", "tensorflow.get_default_graph", "tensorflow.python.framework.ops.Graph"})
 RESET_DEFAULT_GRAPH = frozenset({"tensorflow.reset_default_graph",
                                  "tensorflow.python.framework.ops.reset_default_graph",
                                  "tensorflow.keras.backend.clear_session", "keras.backend.clear_session",
@@ -368,6 +375,15 @@ KERAS_APPLICATION_MODULES = ("keras.applications.", "tensorflow.keras.applicatio
 SAVED_MODEL_SAVE = frozenset({"tensorflow.saved_model.save", "tensorflow.keras.models.save_model",
                               "keras.models.save_model", "keras.saving.save_model",
                               "tensorflow.saved_model.simple_save"})
+# Methods and functions that load trained weights.
+RESTORE_METHODS = frozenset({"restore", "load_weights", "init_from_checkpoint", "restore_from_checkpoint"})
+RESTORE_FUNCTIONS = frozenset({
+    "tensorflow.train.init_from_checkpoint", "tensorflow.contrib.framework.assign_from_checkpoint_fn",
+    "tensorflow.contrib.slim.assign_from_checkpoint_fn", "tf_slim.assign_from_checkpoint_fn",
+    "tensorflow.contrib.slim.evaluation.evaluation_loop", "tensorflow.contrib.slim.evaluation.evaluate_once",
+    "tf_slim.evaluation.evaluation_loop", "tf_slim.evaluation.evaluate_once", "tensorflow.saved_model.loader.load",
+    "tensorflow.keras.models.load_model", "keras.models.load_model", "tf_keras.models.load_model",
+})
 # Methods whose call exports or serves a model.
 EXPORT_METHODS = frozenset({"save", "export", "export_saved_model", "export_savedmodel", "save_weights"})
 # Keyword arguments that state a training length.

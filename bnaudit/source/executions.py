@@ -127,7 +127,12 @@ class Executions:
                 and current.func.attr == "as_default"):
             return None
         base = self.program.deref(current.func.base, located.frame).value
-        return id(base)
+        if isinstance(base, V.Call):
+            name = self.program.qualname(base.func, located.frame)
+            return id(base) if name in catalogue.GRAPHS else None   # not a Session's as_default()
+        spelled = current.func.base
+        name = spelled.attr if isinstance(spelled, V.Attr) else spelled.name if isinstance(spelled, V.Ref) else ""
+        return id(base) if "graph" in name.lower() else None
 
     def _last_reset(self, module: ModuleFacts, step: CallFact) -> CallFact | None:
         found = None
@@ -167,6 +172,17 @@ class Executions:
                 break
         return self.graph(pa) == self.graph(pb)
 
+    def divergence(self, kept: Site, other: Site) -> tuple[ModuleFacts, CallFact] | None:
+        """Where ``other``'s path leaves ``kept``'s: the first call on it that ``kept``'s path does not
+        make (the call that builds an evaluation copy beside the trained one).  None: other entries."""
+        pa, pb = self.path(kept), self.path(other)
+        if pa.entry != pb.entry:
+            return None
+        for level, step in enumerate(pb.steps):
+            if level >= len(pa.steps) or pa.steps[level] is not step:
+                return pb.frames[level].module, step
+        return None
+
     def graph(self, path: Path) -> tuple:
         key = id(path)
         found = self._graphs.get(key)
@@ -183,10 +199,20 @@ def _enclosing_function(module: ModuleFacts, scope: str) -> str:
 
 
 def _exclusive(module: ModuleFacts, a: CallFact, b: CallFact) -> bool:
-    """Two calls of one activation in different arms of one ``if`` that no loop around it repeats."""
+    """Two calls of one activation in different arms of one ``if`` that no loop around it repeats,
+    or one in an arm that leaves the function (``return``) and the other after that ``if``."""
     arms_b = dict(b.branches)
     for if_loc, arm in a.branches:
         other = arms_b.get(if_loc)
-        if other is not None and other != arm:
+        if other is not None and other != arm or other is None and _left_before(module, if_loc, arm, b):
             return not any(loop.scope == a.scope and loop.loc < if_loc <= loop.end for loop in module.loops)
+    arms_a = dict(a.branches)
+    for if_loc, arm in b.branches:
+        if if_loc not in arms_a and _left_before(module, if_loc, arm, a):
+            return not any(loop.scope == b.scope and loop.loc < if_loc <= loop.end for loop in module.loops)
     return False
+
+
+def _left_before(module: ModuleFacts, if_loc: int, arm: int, call: CallFact) -> bool:
+    """The arm ends the function, and ``call`` comes after the whole ``if`` in the same function."""
+    return (if_loc, arm) in module.leaving_arms and call.loc > module.if_ends.get(if_loc, 1 << 62)

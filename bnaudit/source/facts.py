@@ -124,8 +124,11 @@ class ModuleFacts:
     # dict displays (loc, value): where arguments such as batch_norm_params are set.
     dicts: list[tuple[int, V.Value]] = field(default_factory=list)
     grammar: str = "python3"      # how the file was read (see parsing.py)
-    # if-statement conditions by the if's loc (see CallFact.branches).
+    # if-statement conditions by the if's loc (see CallFact.branches), where each if ends, and the
+    # arms that end the function (return, raise, sys.exit): code after such an if never runs with them.
     ifs: dict[int, V.Value] = field(default_factory=dict)
+    if_ends: dict[int, int] = field(default_factory=dict)
+    leaving_arms: set[tuple[int, int]] = field(default_factory=set)
 
 
 _SKIPPED_FIELDS = frozenset({
@@ -547,6 +550,12 @@ class Extractor(Walker):
         self._test("if", node.test)
         self._if_locs[id(node)] = self._index
         self.facts.ifs[self._index] = self.value(node.test)
+        for arm, block in ((0, node.body), (1, node.orelse.body if isinstance(node.orelse, cst.Else) else None)):
+            if isinstance(block, cst.IndentedBlock) and block.body and _leaves(block.body[-1]):
+                self.facts.leaving_arms.add((self._index, arm))
+
+    def leave_If(self, node: cst.If) -> None:
+        self.facts.if_ends[self._if_locs[id(node)]] = self._index
 
     def enter_branch(self, node: cst.If, orelse: bool) -> None:
         self._arms[-1].append((self._if_locs[id(node)], int(orelse)))
@@ -624,6 +633,19 @@ class Extractor(Walker):
         fact = self._open_calls.pop()
         fact.end = self._index
         self._calls.pop()
+
+
+def _leaves(statement: cst.BaseStatement) -> bool:
+    """A statement after which the function does not go on: return, raise, sys.exit()/exit()."""
+    if not isinstance(statement, cst.SimpleStatementLine) or not statement.body:
+        return False
+    last = statement.body[-1]
+    if isinstance(last, (cst.Return, cst.Raise)):
+        return True
+    if isinstance(last, cst.Expr) and isinstance(last.value, cst.Call):
+        name = _dotted_text(last.value.func)
+        return name in ("exit", "quit", "sys.exit", "os._exit")
+    return False
 
 
 def _fold(op: str, left: V.Value, right: V.Value) -> V.Value | None:

@@ -94,4 +94,6 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         if new <= reaching:
             break
         reaching |= new
-    return bn_paths | {path for path in imports if normalize(path) in reaching}
+    # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
+    dynamic = {path for path in imports if "import_module(" in texts[path]}
+    return bn_paths | dynamic | {path for path in imports if normalize(path) in reaching}

@@ -126,6 +126,8 @@ class Program:
         self._methods: dict[int, dict[tuple[str, str], str]] = {}
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
         self._frames: dict[tuple[int, str, int], list[Frame]] = {}
+        self._parsing: set[int] = set()
+        self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
 
     @cached_property
     def dataflow(self):
@@ -144,6 +146,19 @@ class Program:
                 if name and name.startswith(catalogue.LOSS_FUNCTION_MODULES) and \
                         name not in catalogue.LOSS_COLLECTION_READERS and not name.rsplit(".", 1)[-1].startswith("get_"):
                     out.append((call.value, frame))
+        return out
+
+    @cached_property
+    def restores_and_exports(self) -> list["Site"]:
+        """Sites that load trained weights into the graph or write the model out for serving."""
+        out = []
+        for module in self.modules:
+            for call in module.calls:
+                func = call.value.func
+                name = func.attr if isinstance(func, V.Attr) else None
+                if name in catalogue.RESTORE_METHODS or name in catalogue.EXPORT_METHODS or (
+                        isinstance(func, V.Dotted) and func.name in catalogue.RESTORE_FUNCTIONS | catalogue.SAVED_MODEL_SAVE):
+                    out.extend(self.sites(module, call))
         return out
 
     @cached_property
@@ -185,47 +200,75 @@ class Program:
             return V.Dotted(f"builtins.{name}")
         return V.UNKNOWN
 
-    def _method(self, module: ModuleFacts, cls: str, name: str) -> str | None:
-        methods = self._methods.get(id(module))
-        if methods is None:
-            methods = self._methods[id(module)] = {
-                (fn.class_name, qualname.rsplit(".", 1)[-1]): qualname
-                for qualname, fn in module.functions.items() if fn.class_name}
-        return methods.get((cls, name))
+    def mro(self, module: ModuleFacts, cls: str, depth: int = 0) -> list[tuple[ModuleFacts, str]]:
+        """The class and its base classes defined in the program, nearest first."""
+        key = (id(module), cls)
+        found = self._mros.get(key)
+        if found is not None:
+            return found
+        out = [(module, cls)]
+        fact = module.classes.get(cls)
+        if fact is not None and depth < 6:
+            self._mros[key] = out  # cycles stop here
+            frame = self.lexical(module, "")
+            for base in fact.bases:
+                target = self.deref(base, frame).value
+                if isinstance(target, V.FunctionRef) and (base_module := self.by_path.get(target.module)) is not None \
+                        and target.function in base_module.classes:
+                    out.extend(entry for entry in self.mro(base_module, target.function, depth + 1) if entry not in out)
+        self._mros[key] = out
+        return out
+
+    def method(self, module: ModuleFacts, cls: str, name: str) -> tuple[ModuleFacts, FunctionFact] | None:
+        """``cls.name`` looked up as Python does, through the base classes in the program."""
+        for owner, owner_cls in self.mro(module, cls):
+            fn = owner.functions.get(f"{owner_cls}.{name}")
+            if fn is not None:
+                return owner, fn
+        return None
 
     def _step_self(self, module: ModuleFacts, ref: V.Ref, frame: Frame) -> Located:
-        """``self.x`` in a method: what the object's attribute was set to.  When the activation knows
-        its receiver and the attribute is set in ``__init__``, the constructor call's arguments bind
-        it (``self.d_bn1 = batch_norm(name='d_bn1')`` ... ``self.name`` is 'd_bn1' for that object)."""
+        """``self.x`` in a method: what the object's attribute was set to (in this class or a base).
+        When the activation knows its receiver and the attribute is set in ``__init__``, the
+        constructor call's arguments bind it (``self.d_bn1 = batch_norm(name='d_bn1')`` ...
+        ``self.name`` is 'd_bn1' for that object)."""
         cls = ref.scope.rsplit("::", 1)[0]
-        assigns = module.assigns.get((ref.scope, ref.name))
-        if not assigns:
-            qualname = self._method(module, cls, ref.name.split(".", 1)[1])
-            return Located(V.FunctionRef(module.path, qualname) if qualname else V.UNKNOWN, frame)
+        attr = ref.name.split(".", 1)[1]
+        for owner, owner_cls in self.mro(module, cls):
+            assigns = owner.assigns.get((f"{owner_cls}::self", ref.name))
+            if assigns:
+                break
+        else:
+            found = self.method(module, cls, attr)
+            return Located(V.FunctionRef(found[0].path, found[1].qualname) if found else V.UNKNOWN, frame)
         assign = assigns[-1]
         where = assign.function
         for candidate in frame.chain():
-            if candidate.module is module and candidate.function == where:
+            if candidate.module is owner and candidate.function == where:
                 return Located(assign.value, candidate)
         if where.endswith(".__init__"):
-            constructed = self._constructor_frame(module, cls, frame)
+            constructed = self._constructor_frame(owner, cls, frame, where)
             if constructed is not None:
                 return Located(assign.value, constructed)
-        return Located(assign.value, frame if not where or where == frame.function else self.lexical(module, where))
+        if owner is module and (not where or where == frame.function):
+            return Located(assign.value, frame)
+        return Located(assign.value, self.lexical(owner, where))
 
-    def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame) -> Frame | None:
-        """The ``__init__`` activation that built the receiver of the method running in ``frame``."""
+    def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame, init: str) -> Frame | None:
+        """The ``init`` activation (``__init__`` of the class or a base) that built the receiver of the
+        method running in ``frame``."""
         for candidate in frame.chain():
             fn = candidate.module.functions.get(candidate.function)
-            if fn is None or fn.class_name != cls or not candidate.bindings or "self" not in candidate.bindings:
+            if fn is None or fn.class_name is None or not candidate.bindings or "self" not in candidate.bindings:
+                continue
+            if not any(owner_cls == cls for _, owner_cls in self.mro(candidate.module, fn.class_name)):
                 continue
             value, value_frame = candidate.bindings["self"]
             located = self.deref(value, value_frame)
             if isinstance(located.value, V.Call):
                 found = self._callee(located.value, located.frame)
-                if found is not None and found[1].qualname.endswith(".__init__") and found[0] is module:
-                    return Frame(module, found[1].qualname,
-                                 self.bind(found[1], found[3], located.frame, True, located.value),
+                if found is not None and found[1].qualname == init and found[0] is module:
+                    return Frame(module, init, self.bind(found[1], found[3], located.frame, True, located.value),
                                  located.frame, None)
             return None
         return None
@@ -290,13 +333,77 @@ class Program:
             # `tf.variable_scope` where `tf` is a name that resolves to a module (a star import)
             base = self.deref(value.base, frame)
             if isinstance(base.value, V.Dotted):
+                if base.value.name in catalogue.FLAG_CONTAINERS:
+                    return self.option_default(value.attr)
                 return Located(V.Dotted(catalogue.canonical(f"{base.value.name}.{value.attr}")), base.frame)
+            if self._is_parsed_arguments(base):
+                return self.option_default(value.attr)
+            return None
+        if isinstance(value, V.Call) and value.args and frame is not None and \
+                self.qualname(value.func, frame) in catalogue.IMPORT_MODULE:
+            # importlib.import_module(args.model_def) with the option's default a module name
+            name = self.deref(value.args[0], frame).value
+            if isinstance(name, V.Const) and isinstance(name.value, str) and name.value:
+                return Located(V.Dotted(name.value), frame)
             return None
         if isinstance(value, V.Dotted):
             found = self._lookup_dotted(value.name, frame.module if frame is not None else None)
             if found is not None:
                 return Located(found[0], self.lexical(found[1], ""))
         return None
+
+    @cached_property
+    def _options(self) -> dict[str, list[Located]]:
+        """Command-line options' defaults: ``parser.add_argument('--steps', default=1000)`` and
+        ``tf.app.flags.DEFINE_integer('steps', 1000, ...)``, by option name."""
+        found: dict[str, list[Located]] = {}
+        for module in self.modules:
+            for call in module.calls:
+                func = call.value.func
+                value = call.value
+                if isinstance(func, V.Attr) and func.attr == "add_argument":
+                    names = [V.const(arg) for arg in value.args if isinstance(V.const(arg), str)]
+                    dest = V.const(value.kwarg("dest")) if value.kwarg("dest") is not None else None
+                    option = dest or next((n.lstrip("-").replace("-", "_") for n in names if n.startswith("--")),
+                                          names[0].lstrip("-").replace("-", "_") if names else None)
+                    default = value.kwarg("default")
+                elif isinstance(func, (V.Dotted, V.Attr)) and (func.name if isinstance(func, V.Dotted) else func.attr
+                                                               ).rsplit(".", 1)[-1].startswith("DEFINE_"):
+                    option = V.const(value.args[0]) if value.args else V.const(value.kwarg("name"))
+                    default = value.args[1] if len(value.args) > 1 else value.kwarg("default")
+                else:
+                    continue
+                if isinstance(option, str) and default is not None:
+                    found.setdefault(option, []).append(Located(default, self.lexical(module, call.scope)))
+        return found
+
+    def option_default(self, name: str) -> Located:
+        """The default of a command-line option, when the program defines it once (else unknown)."""
+        defaults = self._options.get(name, [])
+        if len(defaults) == 1:
+            return defaults[0]
+        finals = {repr(self.deref(d.value, d.frame).value) for d in defaults}
+        return defaults[0] if len(finals) == 1 else Located(V.UNKNOWN, None)
+
+    def _is_parsed_arguments(self, located: Located, depth: int = 0) -> bool:
+        """``parser.parse_args()`` (or a function of the program that returns it)."""
+        value = located.value
+        if isinstance(value, V.Subscript) and V.const(value.index) == 0:   # parse_known_args()[0]
+            value = self.deref(value.base, located.frame).value
+        if not isinstance(value, V.Call):
+            return False
+        if isinstance(value.func, V.Attr) and value.func.attr in ("parse_args", "parse_known_args"):
+            return True
+        if depth < 2 and isinstance(value.func, V.Ref) and id(value) not in self._parsing:
+            self._parsing.add(id(value))
+            try:
+                target = self.activation(value, located.frame)
+                if target is not None:
+                    fn = target.module.functions[target.function]
+                    return any(self._is_parsed_arguments(self.deref(ret, target), depth + 1) for ret in fn.returns)
+            finally:
+                self._parsing.discard(id(value))
+        return False
 
     def _only_caller_binds(self, param: V.Param) -> Located:
         """A parameter read outside any known activation (``self.model`` set from ``__init__``'s argument):
@@ -354,9 +461,8 @@ class Program:
         fn = module.functions.get(ref.function)
         if fn is not None:
             return module, fn
-        init = module.functions.get(f"{ref.function}.__init__")
-        if init is not None:
-            return module, init
+        if ref.function in module.classes:
+            return self.method(module, ref.function, "__init__")
         return None
 
     def callee(self, call: V.Call, frame: Frame | None) -> tuple[ModuleFacts, FunctionFact, bool] | None:
@@ -376,7 +482,7 @@ class Program:
             module, fn = found
             if fn.class_name is None:
                 return module, fn, False, call, None
-            if fn.qualname.endswith(".__init__") and not func.value.function.endswith(".__init__"):
+            if fn.qualname.endswith(".__init__") and func.value.function in self.by_path[func.value.module].classes:
                 return module, fn, True, call, call              # Class(...): self is the new object
             if isinstance(call.func, V.Attr):
                 return module, fn, True, call, call.func.base    # obj.method(...)
@@ -389,10 +495,10 @@ class Program:
                 cls = self.deref(base.func, func.frame).value
                 if isinstance(cls, V.FunctionRef):
                     module = self.by_path.get(cls.module)
-                    if module is not None:
-                        fn = module.functions.get(f"{cls.function}.{func.value.attr}")
-                        if fn is not None:
-                            return module, fn, True, call, base
+                    if module is not None and cls.function in module.classes:
+                        found = self.method(module, cls.function, func.value.attr)
+                        if found is not None:
+                            return found[0], found[1], True, call, base
         if isinstance(func.value, V.Call) and depth < 3:
             inner_func = self.deref(func.value.func, func.frame)
             if isinstance(inner_func.value, V.FunctionRef):
@@ -400,9 +506,9 @@ class Program:
                 module = self.by_path.get(inner_func.value.module)
                 cls = inner_func.value.function
                 if module is not None and cls in module.classes:
-                    method = module.functions.get(f"{cls}.__call__") or module.functions.get(f"{cls}.call")
+                    method = self.method(module, cls, "__call__") or self.method(module, cls, "call")
                     if method is not None:
-                        return module, method, True, call, call.func
+                        return method[0], method[1], True, call, call.func
             # `tf.make_template('net', net)(x)`, `functools.partial(block, 64)(x)`, `tf.function(step)(x)`
             wrapper = func.value
             spec = catalogue.WRAPS_FUNCTION.get(self.qualname(wrapper.func, func.frame) or "")
@@ -474,20 +580,32 @@ class Program:
         """(module, function qualname) -> the call sites that reach it, resolved lexically; calls that
         run a function in place (``tf.map_fn(fn)``, ``tf.app.run(main)``) count, with unknown arguments."""
         if self._callers is None:
+            # Two rounds, because resolving a callee can need the callers: in `vae = vae_def.Vae(...)`,
+            # `vae_def` comes from main's parameter `args`, bound where main is called.  The first round
+            # resolves what needs no call site; the second retries the rest with the first's callers.
             callers: dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]] = {}
+            unresolved: list[tuple[ModuleFacts, CallFact]] = []
             for module in self.modules:
                 for call in module.calls:
-                    targets = self._possible_callees(module, call)
-                    for callee_module, fn in targets:
-                        callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
-                    if not targets and isinstance(call.value.func, (V.Dotted, V.Attr)):
-                        for callee_module, fn in self.run_targets(module, call):
-                            callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
-                            self._runners.add(id(call))
+                    if not self._index_call(callers, module, call) and not isinstance(call.value.func, V.Dotted):
+                        unresolved.append((module, call))
             self._callers = callers
-            # Parameters read outside their activations resolve through call sites from now on.
+            self._deref.clear()  # names that needed a call site are looked up again
+            for module, call in unresolved:
+                self._index_call(callers, module, call)
             self._deref.clear()
         return self._callers
+
+    def _index_call(self, callers: dict, module: ModuleFacts, call: CallFact) -> bool:
+        targets = self._possible_callees(module, call)
+        for callee_module, fn in targets:
+            callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
+        if not targets and isinstance(call.value.func, (V.Dotted, V.Attr)):
+            for callee_module, fn in self.run_targets(module, call):
+                callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
+                self._runners.add(id(call))
+                targets.append((callee_module, fn))
+        return bool(targets)
 
     def _possible_callees(self, module: ModuleFacts, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
         """Every function a call may reach: one, or for ``self.forward(...)`` each method the attribute

@@ -84,6 +84,45 @@ def omits_moving_stats(kinds: set[str] | None, uses: list) -> bool:
     return True
 
 
+def moving_stats_trainable(program: Program, use) -> bool:
+    """contrib/slim ``variables_collections=[tf.GraphKeys.TRAINABLE_VARIABLES]`` (or a dict naming it for
+    moving_mean and moving_variance) puts the moving statistics in tf.trainable_variables()."""
+    given = program.arg(use, use.api.variables_collections) if use.api.variables_collections else None
+    if given is None:
+        return False
+
+    def trainable(value, frame) -> bool:
+        final = program.deref(value, frame)
+        items = final.value.items if isinstance(final.value, V.Seq) else (final.value,)
+        return any(isinstance(d := program.deref(item, final.frame).value, V.Dotted)
+                   and d.name.endswith("GraphKeys.TRAINABLE_VARIABLES") for item in items)
+
+    if isinstance(given.value, V.Dict):
+        wanted = {"moving_mean", "moving_variance"}
+        found = {V.const(key) for key, item in given.value.items if key is not None and trainable(item, given.frame)}
+        return wanted <= found
+    return trainable(given.value, given.frame)
+
+
+def saver_only_restores(program: Program, module, call) -> bool:
+    """A saver that is only ever used to ``restore`` (pre-trained weights), never to ``save`` nor handed
+    to anything else (a Supervisor, a Scaffold, a helper)."""
+    roles: set[str] = set()
+    saver = call.value
+    for other_module in program.modules:
+        for other in other_module.calls:
+            if other is call:
+                continue
+            frame = program.lexical(other_module, other.scope)
+            func = other.value.func
+            if isinstance(func, V.Attr) and program.deref(func.base, frame).value is saver:
+                roles.add("restore" if func.attr == "restore" else "other")
+            elif any(program.deref(arg, frame).value is saver
+                     for arg in (*other.value.args, *(v for _, v in other.value.kwargs))):
+                roles.add("other")
+    return roles == {"restore"}
+
+
 class SaverOmitsMovingStats(Rule):
     code = "BN004"
     invalid = (
@@ -105,26 +144,35 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
     )
 
     def check(self, program: Program, report: Report) -> None:
-        uses = [use for use in program.batch_norms if use.api.stateful and use.how != "apply"]
+        uses = [use for use in program.batch_norms if use.api.stateful and use.how != "apply"
+                and not moving_stats_trainable(program, use)]
         if not uses:
             return
         for module in program.modules:
-            reachable = S.reachable_modules(program, module)
-            nearby = [use for use in uses if id(use.site.root.module) in reachable or id(use.module) in reachable]
-            if not nearby:
-                continue
             for call in module.calls:
                 frame = program.lexical(module, call.scope)
                 name = program.qualname(call.value.func, frame)
                 if name in catalogue.SAVERS:
                     var_list = call.value.args[0] if call.value.args else call.value.kwarg("var_list")
-                    if var_list is not None and \
-                            omits_moving_stats(variable_kinds(program, var_list, frame), nearby):
-                        report.add(self.code, module, call.loc, self._message("saver"))
+                    values, what = ([var_list] if var_list is not None else []), "saver"
                 elif name in catalogue.CHECKPOINTS:
-                    values = [v for _, v in call.value.kwargs] + list(call.value.dstar)
-                    if any(omits_moving_stats(variable_kinds(program, v, frame), nearby) for v in values):
-                        report.add(self.code, module, call.loc, self._message("checkpoint"))
+                    values, what = [v for _, v in call.value.kwargs] + list(call.value.dstar), "checkpoint"
+                else:
+                    continue
+                if not values:
+                    continue
+                restores_only = what == "saver" and saver_only_restores(program, module, call)
+                for site in program.sites(module, call):
+                    # Restoring pre-trained weights into a model that is then trained is fine: training
+                    # re-estimates the moving statistics, and whatever writes the result saves them.
+                    if restores_only and program.dataflow.trains(site) is not False:
+                        continue
+                    # The layers of this saver's graph: the same execution, or one that may run inside it.
+                    nearby = [use for use in uses if program.executions.together(site, use.site) is not False]
+                    if nearby and any(omits_moving_stats(variable_kinds(program, v, site.frame), nearby)
+                                      for v in values):
+                        report.add(self.code, module, call.loc, self._message(what))
+                        break
 
     @staticmethod
     def _message(what: str) -> str:

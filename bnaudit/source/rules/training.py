@@ -43,6 +43,45 @@ def training_arg(program: Program, use: BatchNormUse) -> Located | None:
     return program.deref(located.value, located.frame) if located is not None else None
 
 
+def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
+    """Where a layer's flag is decided to be True (batch statistics): the call that passes the constant,
+    the call that leaves a wrapper's default ``is_training=True`` in place, or the batch-norm call
+    itself (its own default, a constant written there).  None when the flag is not a constant True."""
+    key = f"call:{use.api.training}" if use.how == "apply" else use.api.training
+    if key is None:
+        return None
+    given = use.args.get(key)
+    if given is None:
+        return (use.module, use.call) if use.api.training_default is True else None
+    frames = list(use.site.frame.chain())
+    path = [(frame, frame.site) for frame in frames]       # each frame with the call that created it
+    located = given
+    for _ in range(16):
+        value, frame = located.value, located.frame
+        if isinstance(value, V.Const):
+            if value.value is not True:
+                return None
+            # The constant is written in `frame`: the call made there on the way down to the layer.
+            for index, (candidate, _site) in enumerate(path):
+                if candidate is frame:
+                    if index == 0:
+                        return use.module, use.call
+                    below = path[index - 1][0]
+                    return frame.module, below.site
+            return use.module, use.call
+        nxt = program.step(located)
+        if nxt is None:
+            return None
+        if isinstance(value, V.Param) and isinstance(nxt.value, V.Const) and nxt.frame is not None and \
+                nxt.frame.site is not None and nxt.frame.parent is not None:
+            fn = nxt.frame.module.functions.get(value.function)
+            if fn is not None and fn.defaults.get(value.name) is nxt.value:
+                # A parameter's default: decided by the call that did not pass it.
+                return (nxt.frame.parent.module, nxt.frame.site) if nxt.value.value is True else None
+        located = nxt
+    return None
+
+
 def _is_tape(program: Program, ctx, module: ModuleFacts) -> bool:
     return isinstance(ctx.value, V.Call) and \
         program.qualname(ctx.value.func, program.lexical(module, ctx.scope)) in catalogue.GRADIENT_TAPE
@@ -228,21 +267,51 @@ eval_logits = model(x, is_training=False)
     )
 
     def check(self, program: Program, report: Report) -> None:
-        for use in program.batch_norms:
-            if use.how == "construct" or use.api.kind == catalogue.OP or use.unknown_args:
+        flow = program.dataflow
+        uses = [use for use in program.batch_norms
+                if use.how != "construct" and use.api.kind != catalogue.OP and not use.unknown_args]
+        trained = [use for use in uses if flow.feeds_training(use)]
+        for use in uses:
+            decision = batch_statistics_decision(program, use)
+            if decision is None:
                 continue
-            flag = training_arg(program, use)
-            on = flag.value.value is True if flag is not None and isinstance(flag.value, V.Const) \
-                else flag is None and use.api.training_default is True
-            if not on:
-                continue
-            where = self._inference_call(program, use)
+            where = self._inference_call(program, use) or self._untrained_copy(program, use, trained) \
+                or self._inference_execution(program, use, decision, trained)
             if where is not None:
                 module, call = where
                 report.add(self.code, module, call.loc, self._message())
         for use_module, call in self._keras_calls(program):
             report.add(self.code, use_module, call.loc, self._message())
         self._learning_phase(program, report)
+
+    @staticmethod
+    def _untrained_copy(program: Program, use: BatchNormUse, trained: list[BatchNormUse]
+                        ) -> tuple[ModuleFacts, CallFact] | None:
+        """A copy of a trained layer, built beside it in the same graph, that no train op trains (an
+        evaluation or sampling copy): reported where its path leaves the trained copy's."""
+        if program.dataflow.feeds_training(use) is not False:
+            return None
+        for sibling in trained:
+            if sibling.call is use.call and program.executions.together(sibling.site, use.site):
+                return program.executions.divergence(sibling.site, use.site)
+        return None
+
+    @staticmethod
+    def _inference_execution(program: Program, use: BatchNormUse, decision: tuple[ModuleFacts, CallFact],
+                             trained: list[BatchNormUse]) -> tuple[ModuleFacts, CallFact] | None:
+        """An execution that trains nothing but restores or exports the model: reported where its path
+        leaves the training path of the same entry (another ``--mode``), else where the flag is set."""
+        executions = program.executions
+        if program.dataflow.trains(use.site) is not False:
+            return None
+        if not any(executions.together(site, use.site) for site in program.restores_and_exports):
+            return None
+        for sibling in trained:
+            if sibling.call is use.call:
+                where = executions.divergence(sibling.site, use.site)
+                if where is not None:
+                    return where
+        return decision
 
     @staticmethod
     def _message() -> str:
