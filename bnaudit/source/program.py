@@ -28,6 +28,7 @@ _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) 
 MAX_DEPTH = 16          # steps when following a value through names and parameters
 MAX_CALL_DEPTH = 8      # caller levels when instantiating a function's calls
 MAX_INSTANCES = 32      # instantiations of one call site
+MAX_NESTING = 64        # values being followed at once (attribute chains, bases of calls)
 
 
 @dataclass(eq=False)
@@ -127,6 +128,7 @@ class Program:
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
         self._frames: dict[tuple[int, str, int], list[Frame]] = {}
         self._parsing: set[int] = set()
+        self._resolving: set[tuple[int, int]] = set()
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
 
     @cached_property
@@ -430,7 +432,13 @@ class Program:
         hit = self._deref.get(key)
         if hit is not None:
             return hit[0]
-        result = self._deref_uncached(value, frame)
+        if key in self._resolving or len(self._resolving) > MAX_NESTING:
+            return Located(V.UNKNOWN, None)   # a value defined through itself (`self.a = self.a.b`)
+        self._resolving.add(key)
+        try:
+            result = self._deref_uncached(value, frame)
+        finally:
+            self._resolving.discard(key)
         self._deref[key] = (result, value, frame)  # the references keep the ids from being reused
         return result
 
