@@ -237,6 +237,14 @@ LOSS_COLLECTION_READERS = frozenset({
 })
 LOSS_FUNCTION_MODULES = ("tensorflow.losses.", "tensorflow.contrib.slim.losses.", "tensorflow.contrib.losses.",
                          "tf_slim.losses.")
+# Ops whose output carries none of their arguments' data (no gradient, no model output flows through):
+# inputs fed at run time, random and constant tensors, shapes.
+DATA_FREE_OPS = frozenset(f"tensorflow.{name}" for name in (
+    "placeholder", "random_normal", "random_uniform", "truncated_normal", "random.normal", "random.uniform",
+    "random.truncated_normal", "zeros", "ones", "fill", "eye", "range", "shape", "size", "rank", "get_variable",
+    "constant_initializer", "random_normal_initializer", "truncated_normal_initializer",
+))
+DATA_FREE_METHODS = frozenset({"get_shape", "as_list", "set_shape"})
 # Specs that a framework runs as one step: the loss is fetched with the train op.
 ESTIMATOR_SPECS = frozenset({
     "tensorflow.estimator.EstimatorSpec", "tensorflow.estimator.tpu.TPUEstimatorSpec",

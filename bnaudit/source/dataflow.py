@@ -18,7 +18,7 @@ from bnaudit.source.program import BatchNormUse, Program, Site
 class TrainFlow:
     def __init__(self, program: Program) -> None:
         self.program = program
-        self._reached: dict[int, tuple[set[int], bool, Site]] = {}
+        self._reached: dict[int, tuple[set[tuple[int, ...]], bool, Site]] = {}
         self._feeds: dict[int, bool | None] = {}
 
     @cached_property
@@ -42,7 +42,7 @@ class TrainFlow:
             return call.args[0] if call.args else call.kwarg("total_loss") or call.kwarg("loss")
         return call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
 
-    def reached(self, site: Site) -> tuple[set[int], bool]:
+    def reached(self, site: Site) -> tuple[set[tuple[int, ...]], bool]:
         """The calls the train op's loss is computed from, and whether the trace is complete."""
         found = self._reached.get(id(site))
         if found is None:
@@ -54,12 +54,7 @@ class TrainFlow:
     def feeds(self, site: Site, use: BatchNormUse) -> bool | None:
         """Whether the layer's output reaches the train op's loss (None: the trace is incomplete)."""
         reached, complete = self.reached(site)
-        # A layer feeds the loss when the call that builds it from the train op's own function does
-        # (calls further in are shared by every instantiation of the function they are in).
-        here = {(id(frame.module), frame.function) for frame in site.frame.chain()}
-        calls = use.chain
-        level = [call for module, call in calls if (id(module), call.scope.split(".<lambda")[0]) in here]
-        if any(id(call.value) in reached for call in (level or [c for _, c in calls])):
+        if S.feeds_from(reached, use.chain):
             return True
         return False if complete else None
 

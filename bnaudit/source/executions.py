@@ -99,7 +99,18 @@ class Executions:
             return True
         if not a[1] and not b[1]:
             return b[0] in self._imports.get(a[0], ()) or a[0] in self._imports.get(b[0], ())
-        return False
+        # Methods of one class run on one object: `model = DCGAN(); model.train()` from a script
+        # bnaudit did not read.
+        return self._class_of(a) is not None and self._class_of(a) == self._class_of(b)
+
+    def _class_of(self, entry: tuple[int, str]) -> tuple[int, str] | None:
+        module = self._modules.get(entry[0])
+        fn = module.functions.get(entry[1]) if module is not None and entry[1] else None
+        return (entry[0], fn.class_name) if fn is not None and fn.class_name else None
+
+    @cached_property
+    def _modules(self) -> dict[int, ModuleFacts]:
+        return {id(module): module for module in self.program.modules}
 
     # ------------------------------------------------------------------ graphs
     def graph_of(self, path: Path) -> tuple:

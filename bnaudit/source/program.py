@@ -196,7 +196,8 @@ class Program:
             target = self.import_module(module, star)
             if target is not None and name in target.aliases and not name.startswith("_"):
                 return V.Dotted(catalogue.canonical(target.aliases[name]))
-            if target is not None and (("", name) in target.assigns or name in target.functions):
+            if target is not None and (("", name) in target.assigns or name in target.functions
+                                       or name in target.classes):
                 return self.lookup_name(target, name, "", 1 << 62)
         if name in _BUILTINS:
             return V.Dotted(f"builtins.{name}")
@@ -238,6 +239,12 @@ class Program:
         attr = ref.name.split(".", 1)[1]
         for owner, owner_cls in self.mro(module, cls):
             assigns = owner.assigns.get((f"{owner_cls}::self", ref.name))
+            if assigns and owner is module:
+                # In the function that assigns it, the attribute is what was assigned before this use
+                # (`self.sampler = self.sampler(z)` calls the method, then replaces it).
+                here = [a for a in assigns if a.function == frame.function]
+                if here and len(here) == len(assigns):
+                    assigns = [a for a in here if a.loc < ref.loc]
             if assigns:
                 break
         else:
@@ -255,6 +262,23 @@ class Program:
         if owner is module and (not where or where == frame.function):
             return Located(assign.value, frame)
         return Located(assign.value, self.lexical(owner, where))
+
+    def alternatives(self, ref: V.Ref, frame: Frame | None) -> list[Located]:
+        """Every assignment a name may hold where it is read, not only the last one that ``deref``
+        follows: ``if y_dim: self.D = ... else: self.D = ...`` (for data flow, which must not miss one)."""
+        if frame is None:
+            return []
+        module = frame.module
+        if "::" in ref.scope:
+            cls = ref.scope.rsplit("::", 1)[0]
+            out = []
+            for owner, owner_cls in self.mro(module, cls):
+                for assign in owner.assigns.get((f"{owner_cls}::self", ref.name), ()):
+                    out.append(Located(assign.value, frame if owner is module and assign.function == frame.function
+                                       else self.lexical(owner, assign.function)))
+            return out if len(out) > 1 else []
+        assigns = [a for a in module.assigns.get((ref.scope, ref.name), ()) if a.loc < ref.loc]
+        return [Located(a.value, frame) for a in assigns] if len(assigns) > 1 else []
 
     def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame, init: str) -> Frame | None:
         """The ``init`` activation (``__init__`` of the class or a base) that built the receiver of the
@@ -538,11 +562,17 @@ class Program:
         module, fn, implicit_self, received, receiver = found
         return Frame(module, fn.qualname, self.bind(fn, received, frame, implicit_self, receiver), frame, site)
 
-    def run_targets(self, module: ModuleFacts, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
+    def run_targets(self, module: ModuleFacts, call: CallFact, frame: Frame | None = None
+                    ) -> list[tuple[ModuleFacts, FunctionFact]]:
         """The functions a call runs in place without calling them by name: ``tf.map_fn(fn, ...)``,
         ``tf.while_loop(cond, body, ...)``, ``tf.app.run(main)`` (or the module's ``main``)."""
-        frame = self.lexical(module, call.scope)
-        value = call.value
+        return self.run_targets_of(call.value, frame or self.lexical(module, call.scope), module)
+
+    def run_targets_of(self, value: V.Call, frame: Frame | None, module: ModuleFacts | None = None
+                       ) -> list[tuple[ModuleFacts, FunctionFact]]:
+        module = module or (frame.module if frame is not None else None)
+        if module is None:
+            return []
         name = self.qualname(value.func, frame) if isinstance(value.func, V.Dotted) else None
         given: list[V.Value] = []
         if name in catalogue.RUNS_FUNCTION:

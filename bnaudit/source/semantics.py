@@ -251,39 +251,85 @@ def is_graph_tensor(program: Program, value: V.Value, frame: Frame | None) -> bo
     return is_tensor(program, value, frame) and graph_mode(program, located.frame.module)
 
 
-def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget: int = 4000
-                  ) -> tuple[set[int], bool]:
-    """The ids of every call value that ``value`` is computed from, and whether the trace is complete.
+import os as _os
+_TRACE = _os.environ.get("BNAUDIT_TRACE")
+
+
+def _free(program: Program, value: V.Value) -> bool:
+    """An unknown that cannot hide a layer the program builds: a value that comes from outside the
+    program (a parameter of a function nothing in it calls, or an object attribute set from one),
+    rather than a binding the program makes and bnaudit failed to follow."""
+    if isinstance(value, V.Ref):
+        return value.name.startswith("self.")
+    module = program.module_at(value.module)
+    return module is not None and not program.callers.get((id(module), value.function))
+
+
+def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget: int = 20000
+                  ) -> tuple[set[tuple[int, ...]], bool]:
+    """The calls ``value`` is computed from, each as its *call string*: the ids of the call values
+    entered on the way to it (from the function where the trace found it lexically) and its own id;
+    and whether the trace is complete.  Call strings tell the instances of one function apart:
+    ``self.g_bn0(h)`` reached inside ``generator()`` is not the same call reached inside ``sampler()``.
 
     Incomplete means an unbound parameter or unknown name was reached, behind which anything may hide.
     """
-    seen: set[int] = set()
-    calls: set[int] = set()
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    strings: set[tuple[int, ...]] = set()
+    entered: dict[int, tuple[tuple[int, ...], Frame]] = {}   # frames the trace made -> their call string
     complete = True
-    todo: list[tuple[V.Value, Frame | None]] = [(value, frame)]
+    todo: list[tuple[V.Value, Frame | None, tuple[int, ...]]] = [(value, frame, ())]
     while todo:
         if len(seen) > budget:
-            return calls, False
-        current, current_frame = todo.pop()
+            return strings, False
+        current, current_frame, context = todo.pop()
+        if isinstance(current, V.Ref):
+            # Every assignment the name may hold (branches), each traced on its own.
+            todo.extend((other.value, other.frame, context) for other in program.alternatives(current, current_frame))
         located = program.deref(current, current_frame)
         final = located.value
-        if id(final) in seen:
+        if located.frame is not current_frame:
+            made = entered.get(id(located.frame)) if located.frame is not None else None
+            context = made[0] if made is not None else ()
+        key = (id(final), context)
+        if key in seen:
             continue
-        seen.add(id(final))
-        if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)):
+        seen.add(key)
+        if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)) and not _free(program, current):
             complete = False
+            if _TRACE:
+                print("incomplete at", current, current_frame and current_frame.function)
         if isinstance(final, V.Call):
-            calls.add(id(final))
-            if program.qualname(final.func, located.frame) in catalogue.LOSS_COLLECTION_READERS:
+            string = context + (id(final),)
+            strings.add(string)
+            name = program.qualname(final.func, located.frame)
+            if name in catalogue.DATA_FREE_OPS or isinstance(final.func, V.Attr) and \
+                    final.func.attr in catalogue.DATA_FREE_METHODS:
+                continue  # its output carries none of its inputs' data (a placeholder's shape, a tensor's)
+            if name in catalogue.LOSS_COLLECTION_READERS:
                 # tf.losses.get_total_loss(): every loss a tf.losses function added to the collection
-                todo.extend(program.loss_functions)
+                todo.extend((loss, loss_frame, ()) for loss, loss_frame in program.loss_functions)
             child = program.activation(final, located.frame)
-            if child is not None:
+            if child is not None and len(string) < 24:
                 # Follow into the function: what it returns is computed from its body.
+                entered[id(child)] = (string, child)
                 fn = child.module.functions[child.function]
-                todo.extend((ret, child) for ret in fn.returns)
-        todo.extend((child, located.frame) for child in final.children())
-    return calls, complete
+                todo.extend((ret, child, string) for ret in fn.returns)
+            elif child is None and len(string) < 24 and not isinstance(final.func, V.Ref):
+                # tf.map_fn(fn, elems), tf.while_loop(cond, body, ...): computed by the function it runs
+                for module, fn in program.run_targets_of(final, located.frame):
+                    run = Frame(module, fn.qualname, {}, located.frame, None)
+                    entered[id(run)] = (string, run)
+                    todo.extend((ret, run, string) for ret in fn.returns)
+        todo.extend((child, located.frame, context) for child in final.children())
+    return strings, complete
+
+
+def feeds_from(strings: set[tuple[int, ...]], chain: list) -> bool:
+    """Whether a layer built along ``chain`` (its call sites, outermost first) is among the calls a
+    trace reached: some reached call string is the end of the chain's."""
+    ids = tuple(id(call.value) for _, call in chain)
+    return any(ids[start:] in strings for start in range(len(ids)))
 
 
 def graph_context(program: Program, site: Site) -> tuple[str, int] | None:

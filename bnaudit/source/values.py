@@ -152,6 +152,9 @@ class Lambda(Value):
     scope: str
     body: Value
 
+    def children(self):
+        yield self.body  # what the lambda computes when called (tf.cond's branches are part of its value)
+
 
 @dataclass(frozen=True, slots=True)
 class Comprehension(Value):
