@@ -270,7 +270,9 @@ MOVING_AVERAGE_DECAY = {
 }
 ASSIGN = frozenset({"tensorflow.assign", "tensorflow.python.ops.state_ops.assign"})
 # Functions whose first argument is reduced to a mean, and those that square.
-MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "numpy.mean", "keras.ops.mean"})
+# Graph-side reductions only: NumPy works in float64 by default, where E[x^2] - E[x]^2 does not cancel
+# the way it does in a float32 graph.
+MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "keras.ops.mean"})
 SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square", "keras.ops.square"})
 # Moments from sums of x and x^2: (position, keyword) of the shift that makes them two-pass-safe.
 ONE_PASS_MOMENTS = {"tensorflow.nn.normalize_moments": (3, "shift")}
@@ -323,6 +325,8 @@ REUSE_VARIABLES_METHOD = "reuse_variables"
 
 COND = frozenset({"tensorflow.cond", "tensorflow.python.ops.control_flow_ops.cond",
                   "tensorflow.contrib.framework.smart_cond", "tensorflow.__internal__.smart_cond.smart_cond"})
+
+COND_NAMES = frozenset(name.rsplit(".", 1)[1] for name in COND)
 
 SAVERS = frozenset({"tensorflow.train.Saver", "tensorflow.python.training.saver.Saver"})
 CHECKPOINTS = frozenset({"tensorflow.train.Checkpoint"})

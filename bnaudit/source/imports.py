@@ -18,6 +18,7 @@ from typing import Iterable
 _MISSING = object()
 
 
+@lru_cache(maxsize=65536)
 def normalize(path: str) -> str:
     return os.path.normpath(os.path.abspath(path))
 
@@ -38,6 +39,16 @@ class ImportResolver:
                 directory = parent
         self._bases = lru_cache(maxsize=None)(self._bases_uncached)
         self._found: dict[tuple[str, str], str | None] = {}
+        self._directory = lru_cache(maxsize=None)(lambda path: os.path.dirname(normalize(path)))
+        self._heads: dict[tuple[str, str], str | None] = {}
+
+    def _head_base(self, directory: str, head: str) -> str | None:
+        """The first base directory (in search order) where a top-level name exists."""
+        key = (directory, head)
+        if key not in self._heads:
+            self._heads[key] = next((base for base in self._bases(directory)
+                                     if self._in(base, [head]) is not _MISSING), None)
+        return self._heads[key]
 
     def _is_package(self, directory: str) -> bool:
         return os.path.join(directory, "__init__.py") in self.files
@@ -72,22 +83,19 @@ class ImportResolver:
     def resolve(self, importer: str, dotted: str) -> tuple[str | None, int]:
         """(path of the module, number of name parts it consumes) for ``dotted`` imported from
         ``importer``; (None, 0) when nothing checked matches.  ``pkg.model.build`` -> (pkg/model.py, 2)."""
-        key = (os.path.dirname(normalize(importer)), dotted)
+        directory = self._directory(importer)
+        key = (directory, dotted)
         if key in self._found:
             return self._found[key]  # type: ignore[return-value]
         parts = dotted.split(".")
         result: tuple[str | None, int] = (None, 0)
-        for base in self._bases(key[0]):
-            if self._in(base, parts[:1]) is _MISSING:
-                continue
-            best: tuple[str | None, int] = (None, 0)
+        base = self._head_base(directory, parts[0])
+        if base is not None:
             for count in range(1, len(parts) + 1):
                 found = self._in(base, parts[:count])
                 if found is _MISSING:
                     break
                 if found is not None:
-                    best = (found, count)  # type: ignore[assignment]
-            result = best
-            break
+                    result = (found, count)  # type: ignore[assignment]
         self._found[key] = result  # type: ignore[assignment]
         return result

@@ -126,10 +126,21 @@ class Program:
         self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None]] = {}
         self._methods: dict[int, dict[tuple[str, str], str]] = {}
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
+        self._targets: dict[int, list[tuple[ModuleFacts, FunctionFact]]] = {}
         self._frames: dict[tuple[int, str, int], list[Frame]] = {}
         self._parsing: set[int] = set()
         self._resolving: set[tuple[int, int]] = set()
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
+
+    @cached_property
+    def _callable_names(self) -> frozenset[str]:
+        """Last components of every function, method and class name, and the method names that run a
+        function: a method call by another name cannot reach program code."""
+        names = set(catalogue.RUNS_FUNCTION_METHODS)
+        for module in self.modules:
+            names.update(qualname.rsplit(".", 1)[-1] for qualname in module.functions)
+            names.update(module.classes)
+        return frozenset(names)
 
     @cached_property
     def dataflow(self):
@@ -634,8 +645,15 @@ class Program:
             self._deref.clear()
         return self._callers
 
+    def targets(self, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
+        """The program functions a call may reach, resolved lexically (computed once, with ``callers``)."""
+        self.callers
+        return self._targets.get(id(call), [])
+
     def _index_call(self, callers: dict, module: ModuleFacts, call: CallFact) -> bool:
         targets = self._possible_callees(module, call)
+        if targets:
+            self._targets[id(call)] = targets
         for callee_module, fn in targets:
             callers.setdefault((id(callee_module), fn.qualname), []).append((module, call))
         if not targets and isinstance(call.value.func, (V.Dotted, V.Attr)):
@@ -649,6 +667,8 @@ class Program:
         """Every function a call may reach: one, or for ``self.forward(...)`` each method the attribute
         is set to (``self.forward = self.forward_conv`` in one branch, ``self.forward_fc`` in another)."""
         func = call.value.func
+        if isinstance(func, V.Attr) and func.attr not in self._callable_names:
+            return []  # `x.get_shape()`: no function or class of the program has that name
         if isinstance(func, V.Ref) and "::" in func.scope:
             assigns = module.assigns.get((func.scope, func.name), ())
             if len(assigns) > 1:

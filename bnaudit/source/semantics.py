@@ -408,15 +408,11 @@ def reachable_modules(program: Program, module: ModuleFacts) -> set[int]:
 def building_functions(program: Program) -> frozenset[tuple[int, str]]:
     """Functions that build a batch norm themselves or through the functions they call."""
     building = {(id(use.module), use.call.scope.split(".<lambda")[0]) for use in program.batch_norms}
-    changed = True
-    while changed:
-        changed = False
-        for module in program.modules:
-            for other in module.calls:
-                if not other.scope or (id(module), other.scope) in building:
-                    continue
-                target = program.callee(other.value, program.lexical(module, other.scope))
-                if target is not None and (id(target[0]), target[1].qualname) in building:
-                    building.add((id(module), other.scope))
-                    changed = True
+    todo = list(building)
+    while todo:  # up the call graph: whoever calls a building function builds too
+        for module, call in program.callers.get(todo.pop(), ()):
+            for scope in {call.scope, call.scope.split(".<lambda")[0]}:
+                if scope and (id(module), scope) not in building:
+                    building.add((id(module), scope))
+                    todo.append((id(module), scope))
     return frozenset(building)

@@ -80,8 +80,13 @@ def cond_layers(program: Program) -> list[CondLayers]:
     if program.batch_norms:
         for module in program.modules:
             for call in module.calls:
+                func = call.value.func
+                # Cheap screen by spelling before resolving the name.
+                if isinstance(func, V.Dotted) and func.name not in catalogue.COND or \
+                        isinstance(func, V.Attr) and func.attr not in catalogue.COND_NAMES:
+                    continue
                 frame = program.lexical(module, call.scope)
-                if program.qualname(call.value.func, frame) not in catalogue.COND:
+                if program.qualname(func, frame) not in catalogue.COND:
                     continue
                 branches = _branches(call.value)
                 if len(branches) != 2:

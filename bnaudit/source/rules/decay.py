@@ -45,8 +45,7 @@ def _is_step(program: Program, module: ModuleFacts, call: CallFact, stepping: fr
         frame = program.lexical(module, call.scope)
         return S.contains(program, fetches, frame, lambda v, f: isinstance(v, V.Call) and isinstance(
             v.func, V.Attr) and v.func.attr in _STEP_METHODS | {"group"} and _has_train_op(v))
-    target = program.callee(call.value, program.lexical(module, call.scope))
-    return target is not None and (id(target[0]), target[1].qualname) in stepping
+    return any((id(target[0]), target[1].qualname) in stepping for target in program.targets(call))
 
 
 def _has_train_op(call: V.Call) -> bool:

@@ -159,20 +159,23 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
                     values, what = [v for _, v in call.value.kwargs] + list(call.value.dstar), "checkpoint"
                 else:
                     continue
-                if not values:
+                if not values or not any(variable_kinds(program, v, frame) for v in values):
                     continue
-                restores_only = what == "saver" and saver_only_restores(program, module, call)
+                restores_only: bool | None = None
                 for site in program.sites(module, call):
-                    # Restoring pre-trained weights into a model that is then trained is fine: training
-                    # re-estimates the moving statistics, and whatever writes the result saves them.
-                    if restores_only and program.dataflow.trains(site) is not False:
-                        continue
                     # The layers of this saver's graph: the same execution, or one that may run inside it.
                     nearby = [use for use in uses if program.executions.together(site, use.site) is not False]
-                    if nearby and any(omits_moving_stats(variable_kinds(program, v, site.frame), nearby)
-                                      for v in values):
-                        report.add(self.code, module, call.loc, self._message(what))
-                        break
+                    if not nearby or not any(omits_moving_stats(variable_kinds(program, v, site.frame), nearby)
+                                             for v in values):
+                        continue
+                    # Restoring pre-trained weights into a model that is then trained is fine: training
+                    # re-estimates the moving statistics, and whatever writes the result saves them.
+                    if restores_only is None:
+                        restores_only = what == "saver" and saver_only_restores(program, module, call)
+                    if restores_only and program.dataflow.trains(site) is not False:
+                        continue
+                    report.add(self.code, module, call.loc, self._message(what))
+                    break
 
     @staticmethod
     def _message(what: str) -> str:

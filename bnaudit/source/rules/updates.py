@@ -225,8 +225,7 @@ def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> 
             continue
         builds = any(use.call is other for use in program.batch_norms)
         if not builds:
-            target = program.callee(other.value, program.lexical(module, other.scope))
-            builds = target is not None and (id(target[0]), target[1].qualname) in building
+            builds = any((id(target[0]), target[1].qualname) in building for target in program.targets(other))
         if builds:
             if other.loc < call.loc:
                 before = True
