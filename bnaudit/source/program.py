@@ -371,10 +371,10 @@ class Program:
             base = self.deref(value.base, frame)
             if isinstance(base.value, V.Dotted):
                 if base.value.name in catalogue.FLAG_CONTAINERS:
-                    return self.option_default(value.attr)
+                    return self.option_default(value.attr, frame.module if frame is not None else None)
                 return Located(V.Dotted(catalogue.canonical(f"{base.value.name}.{value.attr}")), base.frame)
             if self._is_parsed_arguments(base):
-                return self.option_default(value.attr)
+                return self.option_default(value.attr, base.frame.module if base.frame is not None else None)
             return None
         if isinstance(value, V.Call) and value.args and frame is not None and \
                 self.qualname(value.func, frame) in catalogue.IMPORT_MODULE:
@@ -414,13 +414,16 @@ class Program:
                     found.setdefault(option, []).append(Located(default, self.lexical(module, call.scope)))
         return found
 
-    def option_default(self, name: str) -> Located:
-        """The default of a command-line option, when the program defines it once (else unknown)."""
+    def option_default(self, name: str, module: ModuleFacts | None = None) -> Located:
+        """The default of a command-line option: as the reading module defines it, else as the program
+        defines it once (scripts side by side define `--batch_size` each their own way)."""
         defaults = self._options.get(name, [])
-        if len(defaults) == 1:
-            return defaults[0]
-        finals = {repr(self.deref(d.value, d.frame).value) for d in defaults}
-        return defaults[0] if len(finals) == 1 else Located(V.UNKNOWN, None)
+        local = [d for d in defaults if module is not None and d.frame is not None and d.frame.module is module]
+        for candidates in (local, defaults):
+            if candidates:
+                finals = {repr(self.deref(d.value, d.frame).value) for d in candidates}
+                return candidates[0] if len(finals) == 1 else Located(V.UNKNOWN, None)
+        return Located(V.UNKNOWN, None)
 
     def _is_parsed_arguments(self, located: Located, depth: int = 0) -> bool:
         """``parser.parse_args()`` (or a function of the program that returns it)."""
@@ -577,10 +580,10 @@ class Program:
                     ) -> list[tuple[ModuleFacts, FunctionFact]]:
         """The functions a call runs in place without calling them by name: ``tf.map_fn(fn, ...)``,
         ``tf.while_loop(cond, body, ...)``, ``tf.app.run(main)`` (or the module's ``main``)."""
-        return self.run_targets_of(call.value, frame or self.lexical(module, call.scope), module)
+        return self.run_targets_of(call.value, frame or self.lexical(module, call.scope), module, callbacks=True)
 
-    def run_targets_of(self, value: V.Call, frame: Frame | None, module: ModuleFacts | None = None
-                       ) -> list[tuple[ModuleFacts, FunctionFact]]:
+    def run_targets_of(self, value: V.Call, frame: Frame | None, module: ModuleFacts | None = None,
+                       callbacks: bool = False) -> list[tuple[ModuleFacts, FunctionFact]]:
         module = module or (frame.module if frame is not None else None)
         if module is None:
             return []
@@ -595,10 +598,15 @@ class Program:
                 return [(module, module.functions["main"])]
         elif isinstance(value.func, V.Attr) and value.func.attr in catalogue.RUNS_FUNCTION_METHODS and value.args:
             given.append(value.args[0])
+        elif callbacks:
+            # A function handed to a framework runs later in the same program:
+            # `tf.train.Supervisor(init_fn=restore_fn)`, `threading.Thread(target=worker)`.
+            given.extend(arg for arg in (*value.args, *(v for _, v in value.kwargs)) if isinstance(arg, V.Ref))
         out = []
         for arg in given:
             target = self.deref(arg, frame).value
-            if isinstance(target, V.FunctionRef):
+            if isinstance(target, V.FunctionRef) and (target.module, target.function) and \
+                    target.function not in (self.by_path[target.module].classes if target.module in self.by_path else ()):
                 found = self.function(target)
                 if found is not None and not found[1].is_lambda:
                     out.append(found)

@@ -255,16 +255,6 @@ import os as _os
 _TRACE = _os.environ.get("BNAUDIT_TRACE")
 
 
-def _free(program: Program, value: V.Value) -> bool:
-    """An unknown that cannot hide a layer the program builds: a value that comes from outside the
-    program (a parameter of a function nothing in it calls, or an object attribute set from one),
-    rather than a binding the program makes and bnaudit failed to follow."""
-    if isinstance(value, V.Ref):
-        return value.name.startswith("self.")
-    module = program.module_at(value.module)
-    return module is not None and not program.callers.get((id(module), value.function))
-
-
 def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget: int = 20000
                   ) -> tuple[set[tuple[int, ...]], bool]:
     """The calls ``value`` is computed from, each as its *call string*: the ids of the call values
@@ -272,7 +262,9 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
     and whether the trace is complete.  Call strings tell the instances of one function apart:
     ``self.g_bn0(h)`` reached inside ``generator()`` is not the same call reached inside ``sampler()``.
 
-    Incomplete means an unbound parameter or unknown name was reached, behind which anything may hide.
+    Incomplete means the value itself is unknown (an unbound parameter) or the trace ran out of budget.
+    Unknown names met on the way (a layer's `ksize`, a `regularizer_prob` nobody passes) are taken
+    for what they nearly always are, configuration, not another model's output.
     """
     seen: set[tuple[int, tuple[int, ...]]] = set()
     strings: set[tuple[int, ...]] = set()
@@ -295,8 +287,8 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
         if key in seen:
             continue
         seen.add(key)
-        if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)) and not _free(program, current):
-            complete = False
+        if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)) and not strings:
+            complete = False  # the loss itself is unknown (a parameter nothing binds)
             if _TRACE:
                 print("incomplete at", current, current_frame and current_frame.function)
         if isinstance(final, V.Call):

@@ -311,6 +311,13 @@ eval_logits = model(x, is_training=False)
                 where = executions.divergence(sibling.site, use.site)
                 if where is not None:
                     return where
+        # The call in the script itself that builds the model (one finding per inference path, in the
+        # code that runs it, not in the model library).
+        path = executions.path(use.site)
+        entry_module = path.frames[0].module
+        for frame, step in reversed(list(zip(path.frames, path.steps))):
+            if frame.module is entry_module:
+                return entry_module, step
         return decision
 
     @staticmethod
