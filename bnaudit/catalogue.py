@@ -245,6 +245,8 @@ DATA_FREE_OPS = frozenset(f"tensorflow.{name}" for name in (
     "constant_initializer", "random_normal_initializer", "truncated_normal_initializer",
 ))
 DATA_FREE_METHODS = frozenset({"get_shape", "as_list", "set_shape"})
+# Methods that put a value into a Python container.
+CONTAINER_MUTATORS = frozenset({"append", "extend", "insert", "add", "update", "appendleft"})
 # Specs that a framework runs as one step: the loss is fetched with the train op.
 ESTIMATOR_SPECS = frozenset({
     "tensorflow.estimator.EstimatorSpec", "tensorflow.estimator.tpu.TPUEstimatorSpec",

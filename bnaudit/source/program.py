@@ -131,6 +131,7 @@ class Program:
         self._parsing: set[int] = set()
         self._resolving: set[tuple[int, int]] = set()
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
+        self._mutations: dict[int, dict[tuple[str, str], list[tuple[V.Value, str]]]] = {}
 
     @cached_property
     def _callable_names(self) -> frozenset[str]:
@@ -290,6 +291,24 @@ class Program:
             return out if len(out) > 1 else []
         assigns = [a for a in module.assigns.get((ref.scope, ref.name), ()) if a.loc < ref.loc]
         return [Located(a.value, frame) for a in assigns] if len(assigns) > 1 else []
+
+    def appended(self, ref: V.Ref, frame: Frame | None) -> list[Located]:
+        """What was added to a list (or set, dict) held by a name: ``losses.append(loss)``,
+        ``towers.extend(...)``, ``grads.insert(0, g)`` in the same function, or on ``self.x`` anywhere."""
+        if frame is None:
+            return []
+        module = frame.module
+        index = self._mutations.get(id(module))
+        if index is None:
+            index = self._mutations[id(module)] = {}
+            for call in module.calls:
+                func = call.value.func
+                if isinstance(func, V.Attr) and func.attr in catalogue.CONTAINER_MUTATORS and \
+                        isinstance(func.base, V.Ref) and call.value.args:
+                    key = (func.base.scope, func.base.name)
+                    index.setdefault(key, []).append((call.value.args[-1], call.scope))
+        return [Located(value, frame if scope == frame.function else self.lexical(module, scope))
+                for value, scope in index.get((ref.scope, ref.name), ())]
 
     def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame, init: str) -> Frame | None:
         """The ``init`` activation (``__init__`` of the class or a base) that built the receiver of the

@@ -276,8 +276,10 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
             return strings, False
         current, current_frame, context = todo.pop()
         if isinstance(current, V.Ref):
-            # Every assignment the name may hold (branches), each traced on its own.
+            # Every assignment the name may hold (branches), each traced on its own, and what was
+            # appended to the list it holds.
             todo.extend((other.value, other.frame, context) for other in program.alternatives(current, current_frame))
+            todo.extend((item.value, item.frame, context) for item in program.appended(current, current_frame))
         located = program.deref(current, current_frame)
         final = located.value
         if located.frame is not current_frame:

@@ -82,6 +82,21 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     return None
 
 
+def _result_unused(module: ModuleFacts, call: CallFact) -> bool:
+    """The call's result is assigned to a name that its function never reads."""
+    if not call.target:
+        return False
+    def reads(value) -> bool:
+        return any(isinstance(v, V.Ref) and v.name == call.target and v.scope == call.scope for v in V.walk(value))
+    if any(other.scope == call.scope and other is not call and reads(other.value) for other in module.calls):
+        return False
+    for (scope, _name), assigns in module.assigns.items():
+        if any(a.function == call.scope and reads(a.value) for a in assigns):
+            return False
+    fn = module.functions.get(call.scope)
+    return not (fn is not None and any(reads(ret) for ret in fn.returns))
+
+
 def _is_tape(program: Program, ctx, module: ModuleFacts) -> bool:
     return isinstance(ctx.value, V.Call) and \
         program.qualname(ctx.value.func, program.lexical(module, ctx.scope)) in catalogue.GRADIENT_TAPE
@@ -293,7 +308,10 @@ eval_logits = model(x, is_training=False)
             return None
         for sibling in trained:
             if sibling.call is use.call and program.executions.together(sibling.site, use.site):
-                return program.executions.divergence(sibling.site, use.site)
+                where = program.executions.divergence(sibling.site, use.site)
+                # A copy built only to create the variables (`unused = model(x, False)`) is no path.
+                if where is not None and not _result_unused(where[0], where[1]):
+                    return where
         return None
 
     @staticmethod
