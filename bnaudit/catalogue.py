@@ -349,7 +349,7 @@ TENSOR_FACTORIES = frozenset({
     "tf_keras.backend.learning_phase", "tensorflow.python.ops.array_ops.placeholder",
     "tensorflow.python.ops.array_ops.placeholder_with_default",
 })
-GRADIENT_TAPE = frozenset({"tensorflow.GradientTape"})
+GRADIENT_TAPE = frozenset({"tensorflow.GradientTape", "tensorflow.contrib.eager.GradientTape"})
 TF_FUNCTION = frozenset({"tensorflow.function"})
 SET_LEARNING_PHASE = frozenset({
     "tensorflow.keras.backend.set_learning_phase", "keras.backend.set_learning_phase",

@@ -209,7 +209,12 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
         return True
     cls = program.deref(current.func, located.frame).value
     if isinstance(cls, V.FunctionRef):
-        return class_builds_batch_norm(program, cls)
+        module = program.module_at(cls.module)
+        if module is not None and cls.function in module.classes:
+            return class_builds_batch_norm(program, cls)
+        # A function of the program that builds the model (`model = resnet18()`, `G = get_G(shape)`).
+        target = program.function(cls)
+        return target is not None and (id(target[0]), target[1].qualname) in building_functions(program)
     return False
 
 
@@ -218,9 +223,10 @@ def class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
     module = program.module_at(cls.module)
     if module is None or cls.function not in module.classes:
         return False
-    prefix = f"{cls.function}."
-    for use in program.batch_norms:
-        if use.module is module and (use.call.scope.startswith(prefix) or f".{prefix}" in use.call.scope):
+    building = building_functions(program)
+    for owner, owner_cls in program.mro(module, cls.function):
+        prefix = f"{owner_cls}."
+        if any(module_id == id(owner) and scope.startswith(prefix) for module_id, scope in building):
             return True
     for (scope, _name), assigns in module.assigns.items():
         if scope == f"{cls.function}::self":

@@ -160,7 +160,21 @@ def _uses_by_module(program: Program) -> dict[int, list[BatchNormUse]]:
 
 def _shared(program: Program, inside: list[BatchNormUse]) -> bool | None:
     """Whether the branches' layers share variables: True (one reuses the other's scope), False (each
-    creates its own), None (cannot tell)."""
+    creates its own), None (cannot tell).  Judged per activation of the cond (a wrapper called for
+    several layers pairs each layer's two branches, not one layer's with another's)."""
+    by_activation: dict[tuple, list[BatchNormUse]] = {}
+    for use in inside:
+        key = tuple(id(frame.site) for frame in use.site.frame.chain())
+        by_activation.setdefault(key, []).append(use)
+    verdicts = [_shared_pair(program, group) for group in by_activation.values()]
+    if False in verdicts:
+        return False
+    if None in verdicts or not verdicts:
+        return None
+    return True
+
+
+def _shared_pair(program: Program, inside: list[BatchNormUse]) -> bool | None:
     if len(inside) < 2:
         return None
     reuses = [S.reuse_of(program, use) for use in inside]

@@ -43,13 +43,24 @@ def training_arg(program: Program, use: BatchNormUse) -> Located | None:
     return program.deref(located.value, located.frame) if located is not None else None
 
 
+def in_cond_branch(program: Program, use: BatchNormUse) -> bool:
+    """The layer is built inside a branch of a ``tf.cond`` (an argument of it, in a lambda)."""
+    calls = program.calls_by_loc[id(use.module)]
+    for loc in use.call.enclosing:
+        outer = calls.get(loc)
+        if outer is not None and program.qualname(outer.value.func, program.lexical(use.module, outer.scope)) \
+                in catalogue.COND:
+            return True
+    return False
+
+
 def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
     """Where a layer's flag is decided to be True (batch statistics): the call that passes the constant,
     the call that leaves a wrapper's default ``is_training=True`` in place, or the batch-norm call
     itself (its own default, a constant written there).  None when the flag is not a constant True."""
     key = f"call:{use.api.training}" if use.how == "apply" else use.api.training
-    if key is None:
-        return None
+    if key is None or in_cond_branch(program, use):
+        return None  # a branch of tf.cond(flag, ...) runs only when the flag tensor says so
     given = use.args.get(key)
     if given is None:
         return (use.module, use.call) if use.api.training_default is True else None
@@ -95,6 +106,20 @@ def _result_unused(module: ModuleFacts, call: CallFact) -> bool:
             return False
     fn = module.functions.get(call.scope)
     return not (fn is not None and any(reads(ret) for ret in fn.returns))
+
+
+def _trains_by_default(program: Program, model: V.Value, frame) -> bool:
+    """A subclassed model whose ``call(self, x, training=True)`` defaults to training mode."""
+    located = program.deref(model, frame)
+    if not isinstance(located.value, V.Call):
+        return False
+    cls = program.deref(located.value.func, located.frame).value
+    module = program.module_at(cls.module) if isinstance(cls, V.FunctionRef) else None
+    if module is None or cls.function not in module.classes:
+        return False
+    found = program.method(module, cls.function, "call")
+    default = found[1].defaults.get("training") if found is not None else None
+    return isinstance(default, V.Const) and default.value is True
 
 
 def _is_tape(program: Program, ctx, module: ModuleFacts) -> bool:
@@ -152,8 +177,8 @@ def train_step(x, y):
         for use in program.batch_norms:
             if use.api.training_default is not False or use.unknown_args:
                 continue
-            if use.how == "construct":
-                continue
+            if use.how == "construct" or program.dataflow.feeds_training(use) is False:
+                continue  # (a copy no train op trains is an inference path, where False is right)
             if training_arg(program, use) is None:
                 report.add(self.code, use.module, use.call.loc,
                            f"`{use.api.training}` is not given, so it defaults to False: this batch norm always "
@@ -184,7 +209,8 @@ def train_step(x, y):
                 isinstance(v := program.deref(ctx.value, frame).value, V.Call)
                 and program.qualname(v.func, frame) in catalogue.GRADIENT_TAPE
                 for ctx, frame in site.contexts())
-            if in_tape and S.holds_batch_norm(program, call.value.func, site.frame):
+            if in_tape and S.holds_batch_norm(program, call.value.func, site.frame) and \
+                    not _trains_by_default(program, call.value.func, site.frame):
                 report.add(self.code, module, call.loc,
                            "a model with batch norm is called inside tf.GradientTape without `training=True`: "
                            "Keras then runs batch norm in inference mode, so the moving statistics never move "
