@@ -276,6 +276,8 @@ ASSIGN = frozenset({"tensorflow.assign", "tensorflow.python.ops.state_ops.assign
 # the way it does in a float32 graph.
 MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "keras.ops.mean"})
 SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square", "keras.ops.square"})
+# Batch moments: the statistics of the batch being normalized.
+MOMENTS = frozenset({"tensorflow.nn.moments", "tensorflow.nn.weighted_moments"})
 # Moments from sums of x and x^2: (position, keyword) of the shift that makes them two-pass-safe.
 ONE_PASS_MOMENTS = {"tensorflow.nn.normalize_moments": (3, "shift")}
 ROOTS = frozenset({"tensorflow.sqrt", "tensorflow.math.sqrt", "tensorflow.rsqrt", "tensorflow.math.rsqrt",
@@ -349,6 +351,8 @@ TENSOR_FACTORIES = frozenset({
     "tf_keras.backend.learning_phase", "tensorflow.python.ops.array_ops.placeholder",
     "tensorflow.python.ops.array_ops.placeholder_with_default",
 })
+# Tensors a training flag is fed through.
+FLAG_PLACEHOLDERS = frozenset({"tensorflow.placeholder", "tensorflow.placeholder_with_default"})
 GRADIENT_TAPE = frozenset({"tensorflow.GradientTape", "tensorflow.contrib.eager.GradientTape"})
 TF_FUNCTION = frozenset({"tensorflow.function"})
 SET_LEARNING_PHASE = frozenset({

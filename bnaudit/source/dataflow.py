@@ -7,12 +7,25 @@ program (``Program.dataflow``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 from bnaudit import catalogue
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
-from bnaudit.source.program import BatchNormUse, Program, Site
+from bnaudit.source.facts import CallFact, ModuleFacts
+from bnaudit.source.program import BatchNormUse, Frame, Program, Site
+
+
+@dataclass(eq=False)
+class SessionRun:
+    """``sess.run(fetches, feed_dict)`` as written (read in its function, callers unknown)."""
+    module: ModuleFacts
+    call: CallFact
+    frame: Frame
+    fetches: V.Value | None
+    feed: V.Dict | None
+    feed_frame: Frame | None
 
 
 class TrainFlow:
@@ -20,6 +33,7 @@ class TrainFlow:
         self.program = program
         self._reached: dict[int, tuple[set[tuple[int, ...]], bool, Site]] = {}
         self._feeds: dict[int, bool | None] = {}
+        self._runs_train: dict[int, bool] = {}
 
     @cached_property
     def train_ops(self) -> list[Site]:
@@ -74,6 +88,71 @@ class TrainFlow:
         return answer
 
     @cached_property
+    def runs(self) -> list[SessionRun]:
+        """Every session run: fetches and the feed dict, when it is a dict display."""
+        program = self.program
+        out = []
+        for module in program.modules:
+            for call in module.calls:
+                func = call.value.func
+                if not (isinstance(func, V.Attr) and func.attr in ("run", "eval")):
+                    continue
+                if func.attr == "eval" and (call.value.args or call.value.kwarg("feed_dict") is None):
+                    continue  # tensor.eval(feed_dict=...), not model.eval()
+                frame = program.lexical(module, call.scope)
+                value = call.value
+                if value.args and not value.kwarg("feed_dict") and len(value.args) == 1 and \
+                        isinstance(value.args[0], V.Dict):
+                    fetches, feed = func.base, value.args[0]   # op.run({x: ...})
+                elif not value.args and value.kwarg("fetches") is None:
+                    fetches, feed = func.base, value.kwarg("feed_dict")   # train_step.run(feed_dict=...)
+                else:
+                    fetches = value.args[0] if value.args else value.kwarg("fetches")
+                    feed = value.kwarg("feed_dict") or (value.args[1] if len(value.args) > 1 else None)
+                located = program.deref(feed, frame) if feed is not None else None
+                dict_value = located.value if located is not None and isinstance(located.value, V.Dict) else None
+                out.append(SessionRun(module, call, frame, fetches, dict_value,
+                                      located.frame if dict_value is not None else None))
+        return out
+
+    def runs_train_op(self, run: SessionRun) -> bool:
+        """Whether a run fetches a train op (or a group, list or function result holding one)."""
+        found = self._runs_train.get(id(run))
+        if found is None:
+            if run.fetches is None:
+                found = False
+            else:
+                strings, _ = S.reached_calls(self.program, run.fetches, run.frame, budget=2000)
+                found = any(string[-1] in self._train_op_ids or string[-1] in self._after_train_op
+                            for string in strings)
+            self._runs_train[id(run)] = found
+        return found
+
+    @cached_property
+    def _after_train_op(self) -> set[int]:
+        """Calls made under ``tf.control_dependencies([apply_gradient_op, ...])``: running them trains
+        (``train_op = tf.no_op(name='train')`` at the end of the CIFAR-10 tutorial's train())."""
+        program = self.program
+        out: set[int] = set()
+        for module in program.modules:
+            for call in module.calls:
+                for loc in call.ctx:
+                    ctx = module.contexts[loc]
+                    value = ctx.value
+                    if isinstance(value, V.Call) and value.args and program.qualname(
+                            value.func, program.lexical(module, ctx.scope)) in catalogue.CONTROL_DEPENDENCIES \
+                            and S.contains(program, value.args[0], program.lexical(module, ctx.scope),
+                                           lambda v, f: _is_train_op(v)):
+                        out.add(id(call.value))
+                        break
+        return out
+
+    @cached_property
+    def _train_op_ids(self) -> set[int]:
+        return {id(call.value) for module in self.program.modules for call in module.calls
+                if _is_train_op(call.value)}
+
+    @cached_property
     def fits(self) -> list[Site]:
         """Keras training calls (``model.fit(...)``): they train, but have no loss to trace."""
         program = self.program
@@ -87,3 +166,11 @@ class TrainFlow:
         if True in verdicts:
             return True
         return None if None in verdicts else False
+
+
+def _is_train_op(value: V.Value) -> bool:
+    if not isinstance(value, V.Call):
+        return False
+    func = value.func
+    return isinstance(func, V.Attr) and func.attr in catalogue.TRAIN_OP_METHODS or \
+        isinstance(func, V.Dotted) and func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS

@@ -184,14 +184,16 @@ class Executions:
         return self.graph(pa) == self.graph(pb)
 
     def divergence(self, kept: Site, other: Site) -> tuple[ModuleFacts, CallFact] | None:
-        """Where ``other``'s path leaves ``kept``'s: the first call on it that ``kept``'s path does not
-        make (the call that builds an evaluation copy beside the trained one).  None: other entries."""
+        """The call that makes ``other`` a copy of its own: the last call on its path that ``kept``'s
+        path does not make (`eval_logits = inference(images)` inside evaluate(), not the call of
+        evaluate() itself; below it both copies run the same model code).  None: other entries."""
         pa, pb = self.path(kept), self.path(other)
         if pa.entry != pb.entry:
             return None
-        for level, step in enumerate(pb.steps):
-            if level >= len(pa.steps) or pa.steps[level] is not step:
-                return pb.frames[level].module, step
+        shared = {id(step) for step in pa.steps}
+        for level in range(len(pb.steps) - 1, -1, -1):
+            if id(pb.steps[level]) not in shared:
+                return pb.frames[level].module, pb.steps[level]
         return None
 
     def graph(self, path: Path) -> tuple:

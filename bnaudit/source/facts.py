@@ -25,6 +25,9 @@ _BINOPS = {
 }
 
 
+_COMPARE_OPS = {cst.Equal: "==", cst.NotEqual: "!=", cst.Is: "is", cst.IsNot: "is not"}
+
+
 class _Record:
     """Fast pickling for the slotted fact records (see ``values.Value.__reduce__``)."""
     __slots__ = ()
@@ -183,7 +186,7 @@ class Walker:
         for name in _fields(cls):
             value = getattr(node, name)
             if isinstance(value, cst.CSTNode):
-                if cls is cst.If and name in ("body", "orelse"):
+                if (cls is cst.If or cls is cst.IfExp) and name in ("body", "orelse"):
                     self.enter_branch(node, name == "orelse")
                     self.walk(value)
                     self.leave_branch(node)
@@ -356,6 +359,10 @@ class Extractor(Walker):
         if isinstance(node, cst.NamedExpr):
             return self.value(node.value)
         if isinstance(node, cst.Comparison):
+            if len(node.comparisons) == 1:
+                op = _COMPARE_OPS.get(type(node.comparisons[0].operator))
+                if op is not None:
+                    return V.Compare(op, self.value(node.left), self.value(node.comparisons[0].comparator))
             return V.Opaque("compare")
         return V.Opaque(type(node).__name__)
 
@@ -557,7 +564,7 @@ class Extractor(Walker):
     def leave_If(self, node: cst.If) -> None:
         self.facts.if_ends[self._if_locs[id(node)]] = self._index
 
-    def enter_branch(self, node: cst.If, orelse: bool) -> None:
+    def enter_branch(self, node: cst.If | cst.IfExp, orelse: bool) -> None:
         self._arms[-1].append((self._if_locs[id(node)], int(orelse)))
 
     def leave_branch(self, node: cst.If) -> None:
@@ -565,6 +572,12 @@ class Extractor(Walker):
 
     def visit_IfExp(self, node: cst.IfExp) -> None:
         self._test("ifexp", node.test)
+        # `evaluate() if FLAGS.eval else train()` dispatches like an if statement.
+        self._if_locs[id(node)] = self._index
+        self.facts.ifs[self._index] = self.value(node.test)
+
+    def leave_IfExp(self, node: cst.IfExp) -> None:
+        self.facts.if_ends[self._if_locs[id(node)]] = self._index
 
     def visit_Assert(self, node: cst.Assert) -> None:
         self._test("assert", node.test)

@@ -16,11 +16,12 @@ from bnaudit.source.imports import ImportResolver, normalize
 _BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "moving_var", "moving_avg",
                                           "ExponentialMovingAverage"}, key=len, reverse=True)
 BN_RE = re.compile("|".join(re.escape(name) for name in _BN_NAMES))
-# A batch-norm API called (not defined): `batch_norm(` outside a `def`/`class` line.
+# A batch-norm API used (not defined): `batch_norm(`, `normalizer_fn=slim.batch_norm`,
+# `arg_scope([slim.batch_norm], ...)`, outside a `def`/`class`/import line.
 _BN_CALL_RE = re.compile(
     r"\b(?:" + "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
-    + r")\s*\(")
-_DEFINITION_RE = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class)\b")
+    + r")\b\s*[(,)\]]")
+_DEFINITION_RE = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class|import|from)\b")
 
 
 def calls_batch_norm(text: str) -> bool:
@@ -96,4 +97,26 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         reaching |= new
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
     dynamic = {path for path in imports if "import_module(" in texts[path]}
-    return bn_paths | dynamic | {path for path in imports if normalize(path) in reaching}
+    selected = bn_paths | dynamic | {path for path in imports if normalize(path) in reaching}
+    # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads.
+    by_norm = {normalize(path): path for path in texts}
+    for path in list(selected):
+        for match in _STAR_RE.finditer(texts[path]):
+            found = resolver.resolve(path, _absolute(match.group(1), *modules[path]))[0]
+            if found is not None and found in by_norm:
+                selected.add(by_norm[found])
+    return selected
+
+
+_STAR_RE = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+\*", re.MULTILINE)
+
+
+def _absolute(source: str, module: str, is_package: bool) -> str:
+    dots = len(source) - len(source.lstrip("."))
+    base = source.lstrip(".")
+    if not dots:
+        return base
+    anchor = module if is_package else module.rpartition(".")[0]
+    for _ in range(dots - 1):
+        anchor = anchor.rpartition(".")[0]
+    return f"{anchor}.{base}" if base and anchor else (base or anchor)

@@ -395,6 +395,9 @@ class Program:
             if self._is_parsed_arguments(base):
                 return self.option_default(value.attr, base.frame.module if base.frame is not None else None)
             return None
+        if isinstance(value, V.Subscript) and isinstance(value.index, V.Const) and \
+                isinstance(value.index.value, int) and not isinstance(value.index.value, bool):
+            return self._item(value, frame)
         if isinstance(value, V.Call) and value.args and frame is not None and \
                 self.qualname(value.func, frame) in catalogue.IMPORT_MODULE:
             # importlib.import_module(args.model_def) with the option's default a module name
@@ -407,6 +410,26 @@ class Program:
             if found is not None:
                 return Located(found[0], self.lexical(found[1], ""))
         return None
+
+    def _item(self, value: V.Subscript, frame: Frame | None) -> Located | None:
+        """``seq[2]`` of a tuple display, and ``f(...)[2]`` (``a, b, c = f(...)``) of what a program
+        function returns: the item itself, not the whole tuple."""
+        index = value.index.value
+        base = self.deref(value.base, frame)
+        candidates: list[Located] = []
+        if isinstance(base.value, V.Seq):
+            candidates = [base]
+        elif isinstance(base.value, V.Call):
+            child = self.activation(base.value, base.frame)
+            if child is not None:
+                fn = child.module.functions[child.function]
+                candidates = [self.deref(ret, child) for ret in fn.returns]
+        if len(candidates) != 1 or not isinstance(candidates[0].value, V.Seq):
+            return None
+        items = candidates[0].value.items
+        if any(isinstance(item, V.Starred) for item in items) or not -len(items) <= index < len(items):
+            return None
+        return Located(items[index], candidates[0].frame)
 
     @cached_property
     def _options(self) -> dict[str, list[Located]]:
@@ -927,6 +950,12 @@ class Program:
         if isinstance(value, V.Unary) and value.op == "not":
             inner = self.truth(value.operand, frame)
             return None if inner is None else not inner
+        if isinstance(value, V.Compare):
+            left, right = self.deref(value.left, frame).value, self.deref(value.right, frame).value
+            if not (isinstance(left, V.Const) and isinstance(right, V.Const)):
+                return None
+            a, b = left.value, right.value
+            return {"==": a == b, "!=": a != b, "is": a is b, "is not": a is not b}[value.op]
         final = self.deref(value, frame).value
         if isinstance(final, V.Const):
             return bool(final.value)

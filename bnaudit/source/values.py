@@ -137,6 +137,18 @@ class BoolOp(Value):
 
 
 @dataclass(frozen=True, slots=True)
+class Compare(Value):
+    """``left <op> right`` with one operator (``==``, ``!=``, ``is``, ``is not``)."""
+    op: str
+    left: Value
+    right: Value
+
+    def children(self):
+        yield self.left
+        yield self.right
+
+
+@dataclass(frozen=True, slots=True)
 class Subscript(Value):
     base: Value
     index: Value

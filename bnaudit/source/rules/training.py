@@ -43,6 +43,13 @@ def training_arg(program: Program, use: BatchNormUse) -> Located | None:
     return program.deref(located.value, located.frame) if located is not None else None
 
 
+def _batch_moments(program: Program, located) -> bool:
+    value = located.value
+    if isinstance(value, V.Subscript):
+        value = program.deref(value.base, located.frame).value
+    return isinstance(value, V.Call) and program.qualname(value.func, located.frame) in catalogue.MOMENTS
+
+
 def in_cond_branch(program: Program, use: BatchNormUse) -> bool:
     """The layer is built inside a branch of a ``tf.cond`` (an argument of it, in a lambda)."""
     calls = program.calls_by_loc[id(use.module)]
@@ -58,9 +65,18 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     """Where a layer's flag is decided to be True (batch statistics): the call that passes the constant,
     the call that leaves a wrapper's default ``is_training=True`` in place, or the batch-norm call
     itself (its own default, a constant written there).  None when the flag is not a constant True."""
-    key = f"call:{use.api.training}" if use.how == "apply" else use.api.training
-    if key is None or in_cond_branch(program, use):
+    if in_cond_branch(program, use):
         return None  # a branch of tf.cond(flag, ...) runs only when the flag tensor says so
+    if use.api.kind == catalogue.OP and use.api.training is None:
+        # Hand-written batch norm: tf.nn.batch_normalization(x, mean, variance, ...) normalizes with
+        # batch statistics when `mean` is the batch's own (tf.nn.moments), in the branch that runs.
+        mean = program.arg(use, "mean")
+        if mean is None or not _batch_moments(program, mean) or program.live(use.module, use.call, use.site.frame) is False:
+            return None
+        return use.module, use.call
+    key = f"call:{use.api.training}" if use.how == "apply" else use.api.training
+    if key is None:
+        return None
     given = use.args.get(key)
     if given is None:
         return (use.module, use.call) if use.api.training_default is True else None
@@ -91,6 +107,26 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
                 return (nxt.frame.parent.module, nxt.frame.site) if nxt.value.value is True else None
         located = nxt
     return None
+
+
+def _twin(program: Program, use: BatchNormUse, trained: list[BatchNormUse], together: bool) -> BatchNormUse | None:
+    """The trained instance of the same layer: the same batch-norm call reached along the longest
+    common tail of calls (the same layer of the model in the other copy, not another layer)."""
+    def tail(a: list, b: list) -> int:
+        count = 0
+        for x, y in zip(reversed(a), reversed(b)):
+            if x[1] is not y[1]:
+                break
+            count += 1
+        return count
+    best, length = None, -1
+    for sibling in trained:
+        if sibling.call is not use.call or (together and not program.executions.together(sibling.site, use.site)):
+            continue
+        shared = tail(sibling.chain, use.chain)
+        if shared > length:
+            best, length = sibling, shared
+    return best
 
 
 def _result_unused(module: ModuleFacts, call: CallFact) -> bool:
@@ -292,7 +328,9 @@ def model(x, is_training=True):
         return tf.contrib.layers.batch_norm(x, is_training=is_training, updates_collections=None, scope='bn')
 x = tf.placeholder(tf.float32, [None, 4])
 train_logits = model(x)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(train_logits))
 eval_logits = model(x)  # expect: BN011
+eval_loss = tf.reduce_sum(eval_logits)
 """,
     )
     valid = (
@@ -303,27 +341,146 @@ def model(x, is_training=True):
         return tf.contrib.layers.batch_norm(x, is_training=is_training, updates_collections=None, scope='bn')
 x = tf.placeholder(tf.float32, [None, 4])
 train_logits = model(x)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(train_logits))
 eval_logits = model(x, is_training=False)
+eval_loss = tf.reduce_sum(eval_logits)
 """,
     )
 
     def check(self, program: Program, report: Report) -> None:
         flow = program.dataflow
-        uses = [use for use in program.batch_norms
-                if use.how != "construct" and use.api.kind != catalogue.OP and not use.unknown_args]
+        uses = [use for use in program.batch_norms if use.how != "construct" and not use.unknown_args
+                and (use.api.kind != catalogue.OP or use.api.training is None)]
         trained = [use for use in uses if flow.feeds_training(use)]
+        constant: list[BatchNormUse] = []   # layers in training mode whatever is fed
         for use in uses:
             decision = batch_statistics_decision(program, use)
             if decision is None:
                 continue
-            where = self._inference_call(program, use) or self._untrained_copy(program, use, trained) \
-                or self._inference_execution(program, use, decision, trained)
+            where = self._untrained_copy(program, use, trained) \
+                or self._inference_execution(program, use, decision, trained) or self._serving(program, use)
             if where is not None:
                 module, call = where
                 report.add(self.code, module, call.loc, self._message())
+            else:
+                constant.append(use)
+        self._evaluation_feeds(program, report, uses)
+        self._evaluation_runs(program, report, constant)
         for use_module, call in self._keras_calls(program):
             report.add(self.code, use_module, call.loc, self._message())
         self._learning_phase(program, report)
+
+    def _evaluation_feeds(self, program: Program, report: Report, uses: list[BatchNormUse]) -> None:
+        """Runs that evaluate with batch statistics: a run that trains nothing feeds True to the flag
+        the layers read (``feed_dict={..., is_training: True}`` in a validation loop); and layers whose
+        flag is the constant True in a program whose runs feed False to a mode flag, which therefore
+        never reaches them (reported where the flag is set)."""
+        flow = program.dataflow
+        flags: dict[int, list[BatchNormUse]] = {}
+        for use in uses:
+            flag = training_arg(program, use)
+            if flag is not None and isinstance(flag.value, V.Call) and \
+                    program.qualname(flag.value.func, flag.frame) in catalogue.FLAG_PLACEHOLDERS:
+                flags.setdefault(id(flag.value), []).append(use)
+        # A flag that picks between layers through tf.cond is their flag too.
+        from bnaudit.source.rules.cond import cond_layers
+        for cond in cond_layers(program):
+            predicate = cond.call.value.args[0] if cond.call.value.args else cond.call.value.kwarg("pred")
+            if predicate is not None:
+                inside = [use for use in uses if any(m is cond.module and cond.call.loc < c.loc <= cond.call.end
+                                                     for m, c in use.chain)]
+                for site in program.sites(cond.module, cond.call):
+                    flags.setdefault(id(program.deref(predicate, site.frame).value), []).extend(inside)
+        training = [run for run in flow.runs if flow.runs_train_op(run)]
+        training_feeds = {id(run.feed) for run in training if run.feed is not None}
+        fed_false: list = []
+        for run in flow.runs:
+            if run.feed is None:
+                continue
+            for key, value in run.feed.items:
+                if key is None:
+                    continue
+                placeholder = program.deref(key, run.feed_frame)
+                fed = V.const(program.deref(value, run.feed_frame).value, "?")
+                if not (isinstance(placeholder.value, V.Call) and program.qualname(
+                        placeholder.value.func, placeholder.frame) in catalogue.FLAG_PLACEHOLDERS):
+                    continue
+                if fed is False:
+                    fed_false.append((run, placeholder.value))
+                elif fed is True and id(placeholder.value) in flags and id(run.feed) not in training_feeds \
+                        and run not in training and self._apart_from_training(run, training) \
+                        and not self._training_batch(program, run, training) \
+                        and self._fetches_layers(program, run, flags[id(placeholder.value)]):
+                    report.add(self.code, run.module, run.call.loc, self._message())
+        for run, placeholder in fed_false:
+            if id(placeholder) in flags or not run.fetches:
+                continue
+            site = next(iter(program.sites(run.module, run.call)), None)
+            for use in uses:
+                decision = batch_statistics_decision(program, use)
+                if decision is not None and site is not None and program.executions.together(site, use.site):
+                    report.add(self.code, decision[0], decision[1].loc, self._message())
+
+    def _evaluation_runs(self, program: Program, report: Report, constant: list[BatchNormUse]) -> None:
+        """A run apart from training, on other data, that fetches layers built in training mode: the
+        training graph evaluated as it is (`--mode test` running the same graph, a test-accuracy run
+        every N steps with a Python `is_training=True`)."""
+        if not constant:
+            return
+        flow = program.dataflow
+        training = [run for run in flow.runs if flow.runs_train_op(run)]
+        if not training:
+            return
+        training_feeds = {id(run.feed) for run in training if run.feed is not None}
+        for run in flow.runs:
+            if run in training or run.feed is not None and id(run.feed) in training_feeds or not run.fetches:
+                continue
+            if not self._apart_from_training(run, training) or \
+                    run.feed is not None and self._training_batch(program, run, training):
+                continue
+            if self._fetches_layers(program, run, constant):
+                report.add(self.code, run.module, run.call.loc, self._message())
+
+    @staticmethod
+    def _apart_from_training(run, training: list) -> bool:
+        """A run of its own, not a forward pass beside the training step: in a function that runs no
+        train op, in a loop of its own (a validation loop), or under an ``if`` the training runs are
+        not under (every N steps)."""
+        beside = [other for other in training if other.module is run.module and other.call.scope == run.call.scope]
+        if not beside:
+            return True
+        loops = [loop for loop in run.module.loops if loop.scope == run.call.scope and loop.loc < run.call.loc <= loop.end]
+        if any(not any(loop.loc < other.call.loc <= loop.end for other in beside) for loop in loops):
+            return True
+        arms = set(run.call.branches)
+        return any(not arms <= set(other.call.branches) for other in beside) and bool(arms)
+
+    @staticmethod
+    def _training_batch(program: Program, run, training: list) -> bool:
+        """The run feeds the very batch a training run feeds (logging the training loss every N steps)."""
+        def fed(one) -> dict[int, int]:
+            out = {}
+            for key, value in one.feed.items:
+                if key is not None:
+                    out[id(program.deref(key, one.feed_frame).value)] = id(program.deref(value, one.feed_frame).value)
+            return out
+        mine = fed(run)
+        for other in training:
+            if other.feed is None:
+                continue
+            theirs = fed(other)
+            shared = [key for key in mine if key in theirs and mine[key] == theirs[key]]
+            if len(shared) >= len(mine) - 1 and len(mine) > 1:   # all but the flag itself
+                return True
+        return False
+
+    @staticmethod
+    def _fetches_layers(program: Program, run, layers: list[BatchNormUse]) -> bool:
+        """The run computes something from the layers (not an initializer, not a summary op)."""
+        if run.fetches is None:
+            return False
+        strings, _ = S.reached_calls(program, run.fetches, run.frame, budget=4000)
+        return any(S.feeds_from(strings, use.chain) for use in layers)
 
     @staticmethod
     def _untrained_copy(program: Program, use: BatchNormUse, trained: list[BatchNormUse]
@@ -332,12 +489,12 @@ eval_logits = model(x, is_training=False)
         evaluation or sampling copy): reported where its path leaves the trained copy's."""
         if program.dataflow.feeds_training(use) is not False:
             return None
-        for sibling in trained:
-            if sibling.call is use.call and program.executions.together(sibling.site, use.site):
-                where = program.executions.divergence(sibling.site, use.site)
-                # A copy built only to create the variables (`unused = model(x, False)`) is no path.
-                if where is not None and not _result_unused(where[0], where[1]):
-                    return where
+        sibling = _twin(program, use, trained, together=True)
+        if sibling is not None:
+            where = program.executions.divergence(sibling.site, use.site)
+            # A copy built only to create the variables (`unused = model(x, False)`) is no path.
+            if where is not None and not _result_unused(where[0], where[1]):
+                return where
         return None
 
     @staticmethod
@@ -350,11 +507,11 @@ eval_logits = model(x, is_training=False)
             return None
         if not any(executions.together(site, use.site) for site in program.restores_and_exports):
             return None
-        for sibling in trained:
-            if sibling.call is use.call:
-                where = executions.divergence(sibling.site, use.site)
-                if where is not None:
-                    return where
+        sibling = _twin(program, use, trained, together=False)
+        if sibling is not None:
+            where = executions.divergence(sibling.site, use.site)
+            if where is not None:
+                return where
         # The call in the script itself that builds the model (one finding per inference path, in the
         # code that runs it, not in the model library).
         path = executions.path(use.site)
@@ -379,16 +536,11 @@ eval_logits = model(x, is_training=False)
                 return True
         return False
 
-    def _inference_call(self, program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
-        calls = S.call_chain(use)
-        for index, (module, call) in enumerate(calls):
-            if _words(call.target) & _EVAL_TARGET_WORDS:
-                return module, call
-            innermost = index == len(calls) - 1 and len(calls) > 1
-            scope = call.scope.split(".<lambda")[0]
-            fn = module.functions.get(scope)
-            if scope and not innermost and (_words(scope.rsplit(".", 1)[-1]) & _EVAL_WORDS
-                                            or fn is not None and self._is_serving(fn)):
+    def _serving(self, program: Program, use: BatchNormUse) -> tuple[ModuleFacts, CallFact] | None:
+        """A layer built inside a serving signature (``tf.function(input_signature=...)``)."""
+        for module, call in S.call_chain(use)[:-1]:
+            fn = module.functions.get(call.scope.split(".<lambda")[0])
+            if fn is not None and self._is_serving(fn):
                 return module, call
         return None
 
