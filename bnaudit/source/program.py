@@ -27,7 +27,7 @@ _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) 
     | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
 MAX_DEPTH = 16          # steps when following a value through names and parameters
 MAX_CALL_DEPTH = 8      # caller levels when instantiating a function's calls
-MAX_INSTANCES = 32      # instantiations of one call site
+MAX_INSTANCES = 96      # instantiations of one call site
 MAX_NESTING = 64        # values being followed at once (attribute chains, bases of calls)
 
 
@@ -39,6 +39,7 @@ class Frame:
     bindings: dict[str, tuple[V.Value, "Frame | None"]] | None = None  # None: callers unknown
     parent: "Frame | None" = None                  # the caller's frame
     site: CallFact | None = None                   # the call in the caller that created this frame
+    made_by: V.Call | None = None                  # the call value, for frames made while reading values
 
     def chain(self) -> Iterator["Frame"]:
         frame: Frame | None = self
@@ -616,7 +617,8 @@ class Program:
         if found is None:
             return None
         module, fn, implicit_self, received, receiver = found
-        return Frame(module, fn.qualname, self.bind(fn, received, frame, implicit_self, receiver), frame, site)
+        return Frame(module, fn.qualname, self.bind(fn, received, frame, implicit_self, receiver), frame, site,
+                     made_by=call)
 
     def run_targets(self, module: ModuleFacts, call: CallFact, frame: Frame | None = None
                     ) -> list[tuple[ModuleFacts, FunctionFact]]:

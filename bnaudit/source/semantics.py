@@ -290,7 +290,18 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
         final = located.value
         if located.frame is not current_frame:
             made = entered.get(id(located.frame)) if located.frame is not None else None
-            context = made[0] if made is not None else ()
+            if made is not None:
+                context = made[0]
+            elif located.frame is not None and located.frame.made_by is not None:
+                # Into a function while reading a value (`a, b = f(x)`): the call string goes on
+                # from the frame that made the call.
+                parent = located.frame.parent
+                known = entered.get(id(parent)) if parent is not None else None
+                base = known[0] if known is not None else (context if parent is current_frame else ())
+                context = base + (id(located.frame.made_by),)
+                entered[id(located.frame)] = (context, located.frame)
+            else:
+                context = ()
         key = (id(final), context)
         if key in seen:
             continue

@@ -101,6 +101,19 @@ def cond_layers(program: Program) -> list[CondLayers]:
     return found
 
 
+def selected_layers(program: Program) -> set[int]:
+    """Call values of layers built outside a tf.cond that picks between them (BN008's first case):
+    what runs of the graph get from them is the cond's choice, not theirs."""
+    out: set[int] = set()
+    for cond in cond_layers(program):
+        frame = program.lexical(cond.module, cond.call.scope)
+        for branch in _branches(cond.call.value):
+            located = program.deref(branch, frame)
+            if isinstance(located.value, V.Lambda):
+                out.add(id(program.deref(located.value.body, located.frame).value))
+    return out
+
+
 def _branches(call: V.Call) -> list[V.Value]:
     found = list(call.args[1:3])
     for names in (("true_fn", "fn1"), ("false_fn", "fn2")):

@@ -352,6 +352,8 @@ eval_loss = tf.reduce_sum(eval_logits)
         uses = [use for use in program.batch_norms if use.how != "construct" and not use.unknown_args
                 and (use.api.kind != catalogue.OP or use.api.training is None)]
         trained = [use for use in uses if flow.feeds_training(use)]
+        from bnaudit.source.rules.cond import selected_layers
+        picked = selected_layers(program)
         constant: list[BatchNormUse] = []   # layers in training mode whatever is fed
         for use in uses:
             decision = batch_statistics_decision(program, use)
@@ -362,7 +364,7 @@ eval_loss = tf.reduce_sum(eval_logits)
             if where is not None:
                 module, call = where
                 report.add(self.code, module, call.loc, self._message())
-            else:
+            elif id(use.call.value) not in picked:
                 constant.append(use)
         self._evaluation_feeds(program, report, uses)
         self._evaluation_runs(program, report, constant)
@@ -422,23 +424,26 @@ eval_loss = tf.reduce_sum(eval_logits)
                     report.add(self.code, decision[0], decision[1].loc, self._message())
 
     def _evaluation_runs(self, program: Program, report: Report, constant: list[BatchNormUse]) -> None:
-        """A run apart from training, on other data, that fetches layers built in training mode: the
-        training graph evaluated as it is (`--mode test` running the same graph, a test-accuracy run
-        every N steps with a Python `is_training=True`)."""
+        """A run of the training graph that never happens with a training run (`--mode test` running
+        the graph that `--mode train` trains, a `test()` beside `train()`), fetching layers built in
+        training mode.  (Runs beside the training step, logging losses every N steps, are not it.)"""
         if not constant:
             return
         flow = program.dataflow
         training = [run for run in flow.runs if flow.runs_train_op(run)]
         if not training:
             return
-        training_feeds = {id(run.feed) for run in training if run.feed is not None}
+        executions = program.executions
+        training_sites = [site for run in training for site in program.sites(run.module, run.call)]
         for run in flow.runs:
-            if run in training or run.feed is not None and id(run.feed) in training_feeds or not run.fetches:
+            if run in training or not run.fetches:
                 continue
-            if not self._apart_from_training(run, training) or \
-                    run.feed is not None and self._training_batch(program, run, training):
+            sites = program.sites(run.module, run.call)
+            if not sites or any(executions.together(site, other) is not False
+                                for site in sites for other in training_sites):
                 continue
-            if self._fetches_layers(program, run, constant):
+            layers = [use for use in constant if any(executions.together(site, use.site) for site in sites)]
+            if layers and self._fetches_layers(program, run, layers):
                 report.add(self.code, run.module, run.call.loc, self._message())
 
     @staticmethod
