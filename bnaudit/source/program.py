@@ -188,10 +188,17 @@ class Program:
         current = scope
         while True:
             assigns = module.assigns.get((current, name))
-            if assigns:
-                before = [a for a in assigns if a.loc < loc] if current == scope else []
-                return (before or assigns)[-1].value if current == scope else assigns[-1].value
             fn = module.functions.get(current) if current else None
+            if assigns:
+                if current != scope:
+                    return assigns[-1].value
+                before = [a for a in assigns if a.loc < loc]
+                if before:
+                    return before[-1].value
+                # Read before its first assignment here: the parameter (`x = conv(x)` on a
+                # function's first line), else the last assignment (a loop that wraps around).
+                if not (fn is not None and name in fn.params):
+                    return assigns[-1].value
             if fn is not None and name in fn.params:
                 return V.Param(module.path, current, name)
             qualname = f"{current}.{name}" if current else name

@@ -120,9 +120,13 @@ def _twin(program: Program, use: BatchNormUse, trained: list[BatchNormUse], toge
             count += 1
         return count
     best, length = None, -1
+    scope = S.variable_scope_of(program, use)
     for sibling in trained:
         if sibling.call is not use.call or (together and not program.executions.together(sibling.site, use.site)):
             continue
+        other = S.variable_scope_of(program, sibling)
+        if scope is not None and other is not None and scope != other:
+            continue  # another layer that happens to be built by the same helper
         shared = tail(sibling.chain, use.chain)
         if shared > length:
             best, length = sibling, shared
