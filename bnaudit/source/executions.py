@@ -184,17 +184,21 @@ class Executions:
         return self.graph(pa) == self.graph(pb)
 
     def divergence(self, kept: Site, other: Site) -> tuple[ModuleFacts, CallFact] | None:
-        """The call that makes ``other`` a copy of its own: the last call on its path that ``kept``'s
-        path does not make (`eval_logits = inference(images)` inside evaluate(), not the call of
-        evaluate() itself; below it both copies run the same model code).  None: other entries."""
+        """The call that makes ``other`` a copy of its own: where its path leaves ``kept``'s, the last
+        call of that first stretch of its own (`eval_logits = inference(images)` inside evaluate(),
+        not the call of evaluate() itself; below it both copies run the same model code).  None:
+        other entries."""
         pa, pb = self.path(kept), self.path(other)
         if pa.entry != pb.entry:
             return None
         shared = {id(step) for step in pa.steps}
-        for level in range(len(pb.steps) - 1, -1, -1):
-            if id(pb.steps[level]) not in shared:
-                return pb.frames[level].module, pb.steps[level]
-        return None
+        found = None
+        for level, step in enumerate(pb.steps):
+            if id(step) not in shared:
+                found = pb.frames[level].module, step
+            elif found is not None:
+                break  # the end of the first stretch of its own (below, the model code both run)
+        return found
 
     def graph(self, path: Path) -> tuple:
         key = id(path)

@@ -423,6 +423,8 @@ class Program:
         """``seq[2]`` of a tuple display, and ``f(...)[2]`` (``a, b, c = f(...)``) of what a program
         function returns: the item itself, not the whole tuple."""
         index = value.index.value
+        if isinstance(value.base, V.Ref) and self.appended(value.base, frame):
+            return None  # a list that grows (`self.outputs.append(out)` ... `self.outputs[-1]`)
         base = self.deref(value.base, frame)
         candidates: list[Located] = []
         if isinstance(base.value, V.Seq):
