@@ -188,6 +188,7 @@ CANONICAL_PREFIXES: tuple[tuple[str, str], ...] = (
     ("tensorflow._api.v2.", "tensorflow."),
     ("tensorflow.contrib.framework.", "tensorflow.contrib.slim."),
     ("tf_keras.src.", "tf_keras."),
+    ("keras_core.", "keras."),          # Keras 3 under its preview name
     ("tensorflow.contrib.slim.python.slim.", "tensorflow.contrib.slim."),
 )
 
@@ -371,6 +372,8 @@ def canonical(qualname: str) -> str:
     for prefix, replacement in CANONICAL_PREFIXES:
         if qualname.startswith(prefix):
             return replacement + qualname[len(prefix):]
+        if qualname + "." == prefix:      # the module itself (`import keras_core as keras`)
+            return replacement[:-1]
     return qualname
 
 

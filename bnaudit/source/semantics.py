@@ -202,8 +202,15 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
         return True
     name = program.qualname(current.func, located.frame)
     if name in catalogue.KERAS_MODELS:
-        return contains(program, current, located.frame,
-                        lambda v, f: is_bn_class_call(program, v, f))
+        # A functional model: its outputs are computed by a batch-norm layer or a helper that builds one.
+        building = building_functions(program)
+
+        def builds(v: V.Value, f: Frame | None) -> bool:
+            if is_bn_class_call(program, v, f):
+                return True
+            target = program.callee(v, f) if isinstance(v, V.Call) else None
+            return target is not None and (id(target[0]), target[1].qualname) in building
+        return contains(program, current, located.frame, builds)
     if name and name.startswith(catalogue.KERAS_APPLICATION_MODULES) and \
             name.rsplit(".", 1)[-1].startswith(catalogue.KERAS_APPLICATION_PREFIXES):
         return True
@@ -300,6 +307,7 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
                 base = known[0] if known is not None else (context if parent is current_frame else ())
                 context = base + (id(located.frame.made_by),)
                 entered[id(located.frame)] = (context, located.frame)
+                strings.add(context)  # the call itself is reached too
             else:
                 context = ()
         key = (id(final), context)

@@ -554,7 +554,11 @@ eval_loss = tf.reduce_sum(eval_logits)
         return None
 
     def _keras_calls(self, program: Program):
-        """``model(x, training=True)`` inside a function that evaluates, predicts, serves or exports."""
+        """``model(x, training=True)`` on an inference path: in a serving signature, or a call whose
+        result no train op's loss is computed from, in a program that trains (a `generate_images()`
+        or `test_step()` beside the training step)."""
+        flow = program.dataflow
+        traces = [flow.reached(site) for site in flow.train_ops]
         for module in program.modules:
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
@@ -562,12 +566,18 @@ eval_loss = tf.reduce_sum(eval_logits)
                 given = _object_call_training(call.value)
                 if not (isinstance(given, V.Const) and given.value is True):
                     continue
-                scope = call.scope.split(".<lambda")[0]
-                fn = module.functions.get(scope)
-                eval_ish = _words(call.target) & _EVAL_TARGET_WORDS or scope and (
-                    _words(scope.rsplit(".", 1)[-1]) & _EVAL_WORDS or fn is not None and self._is_serving(fn))
-                if eval_ish and S.holds_batch_norm(program, call.value.func, program.lexical(module, call.scope)):
-                    yield module, call
+                fn = module.functions.get(call.scope.split(".<lambda")[0])
+                serving = fn is not None and self._is_serving(fn)
+                if not serving and (not traces or not all(complete for _, complete in traces)):
+                    continue
+                for site in program.sites(module, call):
+                    if not S.holds_batch_norm(program, call.value.func, site.frame):
+                        continue
+                    chain = [(frame.parent.module, frame.site) for frame in reversed(list(site.frame.chain()))
+                             if frame.site is not None and frame.parent is not None] + [(module, call)]
+                    if serving or not any(S.feeds_from(strings, chain) for strings, _ in traces):
+                        yield module, call
+                        break
 
     def _learning_phase(self, program: Program, report: Report) -> None:
         for module in program.modules:
