@@ -229,6 +229,8 @@ UPDATING_TRAIN_OP_BUILDERS = frozenset({
 })
 # Methods that build a train op from an optimizer.
 TRAIN_OP_METHODS = frozenset({"minimize", "apply_gradients"})
+# Methods a framework calls once per training step (a loop inside one is not the training length).
+STEP_HOOKS = frozenset({"train_step", "test_step", "call"})
 # Keras methods that train a model (and run its batch-norm updates themselves).
 FIT_METHODS = frozenset({"fit", "fit_generator", "train_on_batch"})
 # Calls that read the tf.GraphKeys.LOSSES collection, which every tf.losses/slim.losses function adds to.

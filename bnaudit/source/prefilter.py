@@ -98,14 +98,24 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
     dynamic = {path for path in imports if "import_module(" in texts[path]}
     selected = bn_paths | dynamic | {path for path in imports if normalize(path) in reaching}
-    # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads.
+    # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and
+    # `from ..compat import tfv1 as tf` a module alias defined in a compat module.
     by_norm = {normalize(path): path for path in texts}
     for path in list(selected):
         for match in _STAR_RE.finditer(texts[path]):
             found = resolver.resolve(path, _absolute(match.group(1), *modules[path]))[0]
             if found is not None and found in by_norm:
                 selected.add(by_norm[found])
+        for name in imported_modules(texts[path], *modules[path]):
+            found = resolver.resolve(path, name)[0]
+            if found is not None and found in by_norm and by_norm[found] not in selected and \
+                    _TF_ALIAS_RE.search(texts[by_norm[found]]):
+                selected.add(by_norm[found])
     return selected
+
+
+# A module-level alias of a TensorFlow namespace: `tfv1 = tf.compat.v1`, `slim = tf.contrib.slim`.
+_TF_ALIAS_RE = re.compile(r"^[ \t]*\w+[ \t]*=[ \t]*tf\.(?:compat\.v1|contrib\.slim|contrib\.layers|keras)\b", re.MULTILINE)
 
 
 _STAR_RE = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+\*", re.MULTILINE)

@@ -353,6 +353,11 @@ class Program:
         tail = ".".join(name.split(".")[count:])
         if not tail:
             return None
+        head, _, rest = tail.partition(".")
+        if head in module.aliases and module.aliases[head] != name.rpartition(".")[0]:
+            # `tfv1 = tf.compat.v1` in a compat module: `compat.tfv1.square` is tensorflow.square
+            target = module.aliases[head]
+            return V.Dotted(catalogue.canonical(f"{target}.{rest}" if rest else target)), module
         if tail in module.functions or tail in module.classes:
             return V.FunctionRef(module.path, tail), module
         if ("", tail) in module.assigns:

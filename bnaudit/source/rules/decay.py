@@ -98,6 +98,9 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
                 enclosing = [loop for loop in module.loops
                              if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
                 counts = [_range_count(program, loop.iter, frame) for loop in enclosing]
+                fn = module.functions.get(_top(call.scope))
+                if fn is not None and fn.class_name and fn.qualname.rsplit(".", 1)[-1] in catalogue.STEP_HOOKS:
+                    continue  # a loop inside Keras's train_step repeats within one step of fit()
                 if enclosing and None not in counts:
                     lengths.append((module, _top(call.scope), math.prod(counts)))
         if module_steps:

@@ -44,10 +44,11 @@ def mean_of_squares(program: Program, value: V.Value, frame: Frame | None, depth
         name = program.qualname(current.func, frame)
         if name in catalogue.MEAN:
             return bool(current.args) and _square_of(program, current.args[0], frame) is not None
-        if name in catalogue.SQUARE or not current.args:
+        first = current.args[0] if current.args else (current.kwargs[0][1] if current.kwargs else None)
+        if name in catalogue.SQUARE or first is None:
             return False
         # An average across replicas or devices: a function of the per-replica E[x^2].
-        return mean_of_squares(program, current.args[0], frame, depth + 1)
+        return mean_of_squares(program, first, frame, depth + 1)
     if isinstance(current, V.BinOp):
         if current.op in ("*", "/"):
             return any(mean_of_squares(program, side, frame, depth + 1) for side in (current.left, current.right))
@@ -163,8 +164,12 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
             return
         consumers = list(_variance_consumers(program, module))
         for loc, value in candidates:
-            frame = program.lexical(module, _scope_at(module, loc))
-            if not is_one_pass_variance(program, value, frame):
+            if not isinstance(value.right, (V.Call, V.BinOp, V.Ref)):
+                continue
+            # Read in each activation: `_normalize(self, x, mean, mean_sq)` gets its E[x^2] from a caller.
+            scope = _scope_at(module, loc)
+            frames = [program.lexical(module, scope)] + (program.frames(module, scope) if scope else [])
+            if not any(is_one_pass_variance(program, value, frame) for frame in frames):
                 continue
             if any(_feeds(program, arg, cframe, value) for _, cframe, args in consumers for arg in args):
                 report.add(self.code, module, loc,
