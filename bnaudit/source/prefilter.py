@@ -18,9 +18,9 @@ _BN_NAMES = sorted(catalogue.BN_WORDS | {"moving_mean", "moving_variance", "movi
 BN_RE = re.compile("|".join(re.escape(name) for name in _BN_NAMES))
 # A batch-norm API used (not defined): `batch_norm(`, `normalizer_fn=slim.batch_norm`,
 # `arg_scope([slim.batch_norm], ...)`, outside a `def`/`class`/import line.
+_BN_NAMES_ALT = "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
 _BN_CALL_RE = re.compile(
-    r"\b(?:" + "|".join(re.escape(name) for name in sorted(catalogue.BN_WORDS, key=len, reverse=True))
-    + r")\b\s*[(,)\]]")
+    rf"\b(?:{_BN_NAMES_ALT})\s*\(|[=\[,][ \t]*(?:[\w.]+\.)?(?:{_BN_NAMES_ALT})\b[ \t]*[,)\]\n]")
 _DEFINITION_RE = re.compile(r"[ \t]*(?:async[ \t]+)?(?:def|class|import|from)\b")
 
 
@@ -101,6 +101,13 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and
     # `from ..compat import tfv1 as tf` a module alias defined in a compat module.
     by_norm = {normalize(path): path for path in texts}
+    aliases: dict[str, bool] = {}
+
+    def defines_tf_alias(path: str) -> bool:
+        if path not in aliases:
+            aliases[path] = _TF_ALIAS_RE.search(texts[path]) is not None
+        return aliases[path]
+
     for path in list(selected):
         for match in _STAR_RE.finditer(texts[path]):
             found = resolver.resolve(path, _absolute(match.group(1), *modules[path]))[0]
@@ -109,13 +116,14 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         for name in imported_modules(texts[path], *modules[path]):
             found = resolver.resolve(path, name)[0]
             if found is not None and found in by_norm and by_norm[found] not in selected and \
-                    _TF_ALIAS_RE.search(texts[by_norm[found]]):
+                    defines_tf_alias(by_norm[found]):
                 selected.add(by_norm[found])
     return selected
 
 
 # A module-level alias of a TensorFlow namespace: `tfv1 = tf.compat.v1`, `slim = tf.contrib.slim`.
-_TF_ALIAS_RE = re.compile(r"^[ \t]*\w+[ \t]*=[ \t]*tf\.(?:compat\.v1|contrib\.slim|contrib\.layers|keras)\b", re.MULTILINE)
+_TF_ALIAS_RE = re.compile(
+    r"^[ \t]*\w+[ \t]*=[ \t]*tf\.(?:compat\.v1|contrib\.slim|contrib\.layers|keras)[ \t]*(?:#.*)?$", re.MULTILINE)
 
 
 _STAR_RE = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+\*", re.MULTILINE)
