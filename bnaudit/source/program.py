@@ -856,6 +856,7 @@ class Program:
         if api is None or api.kind == catalogue.OP and how != "direct":
             return []
         use = BatchNormUse(api, site, how)
+        use.unknown_args = self._unreadable_arg_scope(site)
         for ctx_value, frame, source in self._arg_scope_defaults(site, api):
             extra.insert(0, (ctx_value, frame, source))
         for defaults, frame, source in extra:
@@ -915,6 +916,10 @@ class Program:
         found.reverse()
         return found
 
+    def _unreadable_arg_scope(self, site: Site) -> bool:
+        """An arg_scope around the call whose contents bnaudit cannot read (a library's scope)."""
+        return any(funcs == [V.UNKNOWN] for (funcs, _, _), _, _ in self.arg_scopes(site))
+
     def arg_scopes(self, site: Site) -> list[tuple[tuple[list[V.Value], V.Value, Frame | None], Frame, ContextFact]]:
         out = []
         for ctx, frame in site.contexts():
@@ -923,14 +928,43 @@ class Program:
                 continue
             if self.qualname(value.value.func, value.frame) not in catalogue.ARG_SCOPE:
                 continue
-            call = value.value
-            funcs_value = call.args[0] if call.args else call.kwarg("list_ops_or_scope")
-            funcs = self.deref(funcs_value, value.frame).value if funcs_value is not None else V.UNKNOWN
-            items = list(funcs.items) if isinstance(funcs, V.Seq) else [funcs]
-            kwargs = V.Dict(tuple((V.Const(k), v) for k, v in call.kwargs)
-                            + tuple((None, d) for d in call.dstar))
-            out.append(((items, kwargs, value.frame), frame, ctx))
+            scopes = [value]
+            first = value.value.args[0] if value.value.args else None
+            inner = self.deref(first, value.frame) if first is not None else None
+            if inner is not None and isinstance(inner.value, V.Call):
+                # `with slim.arg_scope(resnet_arg_scope(is_training=False)):` -- the scope a function
+                # returns (`with slim.arg_scope(...) as sc: return sc`), with its outer scopes; one that
+                # cannot be read sets unknown arguments.
+                scopes = self._returned_arg_scopes(inner)
+                if not scopes:
+                    out.append((([V.UNKNOWN], V.Dict(()), value.frame), frame, ctx))
+                    continue
+            for scope in scopes:
+                call = scope.value
+                funcs_value = call.args[0] if call.args else call.kwarg("list_ops_or_scope")
+                funcs = self.deref(funcs_value, scope.frame).value if funcs_value is not None else V.UNKNOWN
+                items = list(funcs.items) if isinstance(funcs, V.Seq) else [funcs]
+                kwargs = V.Dict(tuple((V.Const(k), v) for k, v in call.kwargs)
+                                + tuple((None, d) for d in call.dstar))
+                out.append(((items, kwargs, scope.frame), frame, ctx))
         return out
+
+    def _returned_arg_scopes(self, located: Located) -> list[Located]:
+        child = self.activation(located.value, located.frame)
+        if child is None:
+            return []
+        module, fn = child.module, child.module.functions[child.function]
+        for ret in fn.returns:
+            if not isinstance(ret, V.Ref):
+                continue
+            for assign in module.assigns.get((fn.qualname, ret.name), ()):
+                if not (isinstance(assign.value, V.Call) and self.qualname(assign.value.func, child)
+                        in catalogue.ARG_SCOPE):
+                    continue
+                outer = [Located(module.contexts[loc].value, child) for loc in assign.ctx]
+                return [scope for scope in outer if isinstance(scope.value, V.Call) and
+                        self.qualname(scope.value.func, child) in catalogue.ARG_SCOPE] + [Located(assign.value, child)]
+        return []
 
     def _normalized_layer(self, site: Site, layer_name: str) -> list[BatchNormUse]:
         call = site.call.value
@@ -953,6 +987,7 @@ class Program:
         if api is None or api.kind == catalogue.OP:
             return []
         use = BatchNormUse(api, site, "normalizer_fn")
+        use.unknown_args = self._unreadable_arg_scope(site)
         for defaults, ctx_frame, source in self._arg_scope_defaults(site, api):
             self._merge_dict(use, defaults, ctx_frame, source)
         if params_value is not None and not self._merge_dict(use, params_value, params_frame):

@@ -121,7 +121,9 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
         """The later copy of the model is built beside the trained one, for evaluation: the earlier
         copy's output reaches a train op's loss and the later one's reaches none."""
         flow = program.dataflow
-        return flow.feeds_training(earlier.use) is True and flow.feeds_training(later.use) is False
+        from bnaudit.source.rules.training import _same_callee_where_paths_part
+        return flow.feeds_training(earlier.use) is True and flow.feeds_training(later.use) is False and \
+            _same_callee_where_paths_part(program, earlier.use, later.use)
 
     def _missing(self, program: Program, report: Report, group: list[_Layer], everything: list[_Layer]) -> None:
         for layer in group:

@@ -133,6 +133,17 @@ def _twin(program: Program, use: BatchNormUse, trained: list[BatchNormUse], toge
     return best
 
 
+def _same_callee_where_paths_part(program: Program, a: BatchNormUse, b: BatchNormUse) -> bool:
+    pa, pb = program.executions.path(a.site), program.executions.path(b.site)
+    for level, (sa, sb) in enumerate(zip(pa.steps, pb.steps)):
+        if sa is not sb:
+            if level + 1 >= len(pa.frames) or level + 1 >= len(pb.frames):
+                return False
+            fa, fb = pa.frames[level + 1], pb.frames[level + 1]
+            return fa.module is fb.module and fa.function == fb.function
+    return False
+
+
 def _result_unused(module: ModuleFacts, call: CallFact) -> bool:
     """The call's result is assigned to a name that its function never reads."""
     if not call.target:
@@ -502,8 +513,16 @@ eval_loss = tf.reduce_sum(eval_logits)
         if sibling is not None:
             where = program.executions.divergence(sibling.site, use.site)
             # A copy built only to create the variables (`unused = model(x, False)`) is no path.
-            if where is not None and not _result_unused(where[0], where[1]):
-                return where
+            if where is None or _result_unused(where[0], where[1]):
+                return None
+            # A copy is the model built again: both paths call the same function where they part,
+            # or both layers have the same (known) variables.  Otherwise it is another layer that
+            # the same helper builds, which an incomplete trace only failed to see trained.
+            scope = S.variable_scope_of(program, use)
+            if scope is None or scope != S.variable_scope_of(program, sibling):
+                if not _same_callee_where_paths_part(program, sibling, use):
+                    return None
+            return where
         return None
 
     @staticmethod
