@@ -134,6 +134,14 @@ class Program:
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
         self._mutations: dict[int, dict[tuple[str, str], list[tuple[V.Value, str]]]] = {}
 
+    def call_fact(self, value: V.Call) -> tuple[ModuleFacts, CallFact] | None:
+        """Where a call value is written."""
+        return self._call_facts.get(id(value))
+
+    @cached_property
+    def _call_facts(self) -> dict[int, tuple[ModuleFacts, CallFact]]:
+        return {id(call.value): (module, call) for module in self.modules for call in module.calls}
+
     @cached_property
     def _callable_names(self) -> frozenset[str]:
         """Last components of every function, method and class name, and the method names that run a

@@ -427,7 +427,8 @@ eval_loss = tf.reduce_sum(eval_logits)
                 elif fed is True and id(placeholder.value) in flags and id(run.feed) not in training_feeds \
                         and run not in training and self._apart_from_training(run, training) \
                         and not self._training_batch(program, run, training) \
-                        and self._fetches_layers(program, run, flags[id(placeholder.value)]):
+                        and self._fetches_layers(program, run, self._evaluated(program, run,
+                                                                               flags[id(placeholder.value)])):
                     report.add(self.code, run.module, run.call.loc, self._message())
         for run, placeholder in fed_false:
             if id(placeholder) in flags or not run.fetches:
@@ -474,6 +475,15 @@ eval_loss = tf.reduce_sum(eval_logits)
             return True
         arms = set(run.call.branches)
         return any(not arms <= set(other.call.branches) for other in beside) and bool(arms)
+
+    @staticmethod
+    def _evaluated(program: Program, run, layers: list[BatchNormUse]) -> list[BatchNormUse]:
+        """The layers a run evaluates rather than uses for training: in a program that trains, the
+        trained ones (a DDPG target network, never trained by a loss, is run as part of training)."""
+        site = next(iter(program.sites(run.module, run.call)), None)
+        if site is None or program.dataflow.trains(site) is False:
+            return layers
+        return [use for use in layers if program.dataflow.feeds_training(use) is True]
 
     @staticmethod
     def _training_batch(program: Program, run, training: list) -> bool:

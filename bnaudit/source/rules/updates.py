@@ -155,14 +155,36 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                     program.qualname(located.value.func, located.frame) in catalogue.GROUPING and \
                     _evaluated_elsewhere(program, site, located.value):
                 covered |= {key for key, _ in S.update_collections_in(program, located.value, located.frame)}
-        # Joined afterwards: tf.group(train_op, *update_ops), with_dependencies, sess.run([train_op, update_ops]).
+        # Joined afterwards: tf.group(train_op, *update_ops), with_dependencies, sess.run([train_op, update_ops]),
+        # and a tensor made under control_dependencies(update_ops) that runs with the train op
+        # (`EstimatorSpec(loss=loss, train_op=train_op)` after `with control_dependencies(update_ops):
+        # loss = tf.identity(loss)`).
         for other in site.module.calls:
             frame = site.frame if other.scope == site.call.scope else program.lexical(site.module, other.scope)
-            is_join = program.qualname(other.value.func, frame) in catalogue.GROUPING or (
+            name = program.qualname(other.value.func, frame)
+            is_join = name in catalogue.GROUPING or name in catalogue.ESTIMATOR_SPECS or (
                 isinstance(other.value.func, V.Attr) and other.value.func.attr == "run")
             if is_join and S.contains(program, other.value, frame, lambda v, f: v is call):
                 covered |= {key for key, _ in S.update_collections_in(program, other.value, frame, opaque=call)}
+                for arg in (*other.value.args, *(v for _, v in other.value.kwargs)):
+                    made = program.deref(arg, frame).value
+                    fact = program.call_fact(made) if isinstance(made, V.Call) else None
+                    if fact is not None:
+                        covered |= self._dependencies(program, fact[0], fact[1])
         return covered
+
+    @staticmethod
+    def _dependencies(program: Program, module: ModuleFacts, call: CallFact) -> set[str]:
+        """The update collections a call is made under (``with tf.control_dependencies(update_ops):``)."""
+        out: set[str] = set()
+        for loc in call.ctx:
+            ctx = module.contexts[loc]
+            located = program.deref(ctx.value, program.lexical(module, ctx.scope))
+            value = located.value
+            if isinstance(value, V.Call) and value.args and \
+                    program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES:
+                out |= {key for key, _ in S.update_collections_in(program, value.args[0], located.frame)}
+        return out
 
     @staticmethod
     def _read_too_early(program: Program, site: Site) -> tuple[ModuleFacts, int] | None:
