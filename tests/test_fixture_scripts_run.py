@@ -11,7 +11,8 @@ runs to completion on the CPU, and each one marked
 fails with exactly that exception -- the fault is real, TensorFlow itself rejects it.
 A script also marked ``# bnaudit-fixture: raised-on-expect-line`` must raise from a line
 that carries its ``# expect:`` comment.  Scripts marked ``# bnaudit-fixture: lint-only``
-(tf.contrib, tf_slim: gone from or broken on TF 2.x) are only parsed.
+(tf.contrib, tf_slim: gone from or broken on TF 2.x) are only parsed; those also marked
+``# bnaudit-fixture: python2`` must be rejected by Python 3 and parsed by fissix's Python 2 grammar.
 
 The runnable scripts run two at a time with BNAUDIT_FIXTURE_STEPS=3 and their checkpoints
 written under a temporary BNAUDIT_FIXTURE_OUT.  Importing TensorFlow costs ~3.5 s of CPU per
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -282,18 +284,39 @@ def test_runnable_script(script, run_results):
 
 @pytest.mark.parametrize("script", LINT_ONLY, ids=lambda p: p.name)
 def test_lint_only_script_parses(script):
-    ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+    text = script.read_text(encoding="utf-8")
+    if "python2" not in markers(script):
+        ast.parse(text, filename=str(script))
+        return
+    with pytest.raises(SyntaxError):
+        ast.parse(text, filename=str(script))
+    python2_docstring(text)
+
+
+def python2_docstring(text: str) -> str | None:
+    """The module docstring, read with fissix's Python 2 grammar (raises if it rejects the text)."""
+    from fissix import pygram, pytree
+    from fissix.pgen2 import driver, token
+
+    tree = driver.Driver(pygram.python_grammar, convert=pytree.convert).parse_string(text)
+    first = tree.children[0] if tree.children else None
+    leaf = first.children[0] if first is not None and first.children else None
+    if leaf is None or leaf.type != token.STRING:
+        return None
+    return inspect.cleandoc(ast.literal_eval(leaf.value))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_is_a_documented_fixture(script):
     text = script.read_text(encoding="utf-8")
-    tree = ast.parse(text, filename=str(script))
-    docstring = ast.get_docstring(tree)
+    if "python2" in markers(script):
+        docstring = python2_docstring(text)
+    else:
+        docstring = ast.get_docstring(ast.parse(text, filename=str(script)))
     assert docstring and ("bad" in docstring.split("\n", 1)[0] or docstring.startswith("Clean")), script.name
     codes = {code for found in expect_lines(script).values() for code in found}
     for marker in markers(script):
-        assert marker in ("lint-only", "raised-on-expect-line") or re.fullmatch(r"raises \w+", marker), marker
+        assert marker in ("lint-only", "python2", "raised-on-expect-line") or re.fullmatch(r"raises \w+", marker), marker
     if script.name.startswith("clean_"):
         assert not codes, f"{script.name} is clean but expects {sorted(codes)}"
         assert expected_exception(script) is None
