@@ -538,8 +538,15 @@ class Extractor(Walker):
         loop = LoopFact(self._index, self.scope, target, self.value(node.iter))
         self.facts.loops.append(loop)
         self._loops.append(loop)
-        if target:
-            self._assign(node.target, V.Opaque("loop-variable"))
+        self._assign_loop_variables(node.target, loop.iter)
+
+    def _assign_loop_variables(self, target: cst.BaseExpression, iterable: V.Value) -> None:
+        """``for x in xs`` / ``for i, (a, b) in enumerate(pairs)``: each name is drawn from the iterable."""
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._assign_loop_variables(element.value, iterable)
+        elif isinstance(target, cst.Name):
+            self._assign(target, V.Opaque("loop-variable", iterable))
 
     def leave_For(self, node: cst.For) -> None:
         self._loops.pop().end = self._index

@@ -132,6 +132,7 @@ class Program:
         self._parsing: set[int] = set()
         self._resolving: set[tuple[int, int]] = set()
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
+        self._layer_bases: dict[tuple[int, str], BatchNormAPI | None] = {}
         self._mutations: dict[int, dict[tuple[str, str], list[tuple[V.Value, str]]]] = {}
 
     def call_fact(self, value: V.Call) -> tuple[ModuleFacts, CallFact] | None:
@@ -249,6 +250,26 @@ class Program:
                     out.extend(entry for entry in self.mro(base_module, target.function, depth + 1) if entry not in out)
         self._mros[key] = out
         return out
+
+    def layer_subclass(self, value: V.Value) -> BatchNormAPI | None:
+        """The batch-norm layer a program class derives from (``class BatchNormalization(
+        tf.keras.layers.BatchNormalization)``, a "frozen" variant): its objects are that layer."""
+        if not isinstance(value, V.FunctionRef) or (module := self.by_path.get(value.module)) is None \
+                or value.function not in module.classes:
+            return None
+        key = (id(module), value.function)
+        if key not in self._layer_bases:
+            self._layer_bases[key] = None
+            for owner, cls in self.mro(module, value.function):
+                frame = self.lexical(owner, "")
+                for base in owner.classes[cls].bases:
+                    api = self.api_of(base, frame)
+                    if api is not None and api.kind == catalogue.LAYER:
+                        self._layer_bases[key] = api
+                        break
+                if self._layer_bases[key] is not None:
+                    break
+        return self._layer_bases[key]
 
     def method(self, module: ModuleFacts, cls: str, name: str) -> tuple[ModuleFacts, FunctionFact] | None:
         """``cls.name`` looked up as Python does, through the base classes in the program."""
@@ -827,9 +848,12 @@ class Program:
             return []
         if isinstance(value, V.Call):
             inner = self.deref(value.func, lexical.frame).value
-            if isinstance(inner, V.Dotted) and (inner.name in catalogue.PARTIAL or catalogue.lookup(inner.name)):
+            if isinstance(inner, V.Dotted) and (inner.name in catalogue.PARTIAL or catalogue.lookup(inner.name)) \
+                    or self.layer_subclass(inner) is not None:
                 return self.sites(module, call)
             return []
+        if self.layer_subclass(value) is not None:
+            return self.sites(module, call)
         if call.value.kwarg("normalizer_fn") is not None:
             return self.sites(module, call)
         return []
@@ -849,9 +873,10 @@ class Program:
                 api = self.api_of(value.args[0], located.frame)
                 how = "partial"
                 extra.append((V.Dict(tuple((V.Const(k), v) for k, v in value.kwargs)), located.frame, None))
-            elif catalogue.lookup(inner_name) is not None and catalogue.lookup(inner_name).kind == catalogue.LAYER:
+            elif (layer := catalogue.lookup(inner_name) or self.layer_subclass(inner.value)) is not None \
+                    and layer.kind == catalogue.LAYER:
                 # `BatchNormalization(...)(x, training=...)`: the layer applied where it is built.
-                api = catalogue.lookup(inner_name)
+                api = layer
                 use = BatchNormUse(api, site, "apply")
                 self._read_args(use, api.params, value, located.frame)
                 self._read_call_args(use, call, site.frame)
@@ -861,6 +886,8 @@ class Program:
             if api is None:
                 # A slim layer with normalizer_fn=batch_norm, explicitly or from an arg_scope.
                 return self._normalized_layer(site, value.name)
+        else:
+            api = self.layer_subclass(value)
         if api is None or api.kind == catalogue.OP and how != "direct":
             return []
         use = BatchNormUse(api, site, how)

@@ -30,8 +30,12 @@ def contains(program: Program, value: V.Value, frame: Frame | None,
     current, current_frame = located.value, located.frame
     if predicate(current, current_frame):
         return True
+    if isinstance(value, V.Ref) and isinstance(current, (V.Seq, V.Dict)) and any(
+            contains(program, added.value, added.frame, predicate, depth + 1, opaque)
+            for added in program.appended(value, frame)):
+        return True   # `outputs = []` ... `outputs.append(head(x))`
     if current is not opaque and isinstance(
-            current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Dict, V.Subscript, V.Comprehension)):
+            current, (V.Seq, V.Starred, V.BinOp, V.Call, V.Dict, V.Subscript, V.Comprehension, V.Opaque)):
         return any(contains(program, child, current_frame, predicate, depth + 1, opaque)
                    for child in current.children())
     return False
@@ -185,7 +189,7 @@ def is_bn_class_call(program: Program, value: V.Value, frame: Frame | None) -> b
     """``BatchNormalization(...)``: constructing a batch-norm layer object."""
     if not isinstance(value, V.Call):
         return False
-    api = program.api_of(value.func, frame)
+    api = program.api_of(value.func, frame) or program.layer_subclass(program.deref(value.func, frame).value)
     return api is not None and api.kind == catalogue.LAYER
 
 
@@ -284,11 +288,15 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
     entered: dict[int, tuple[tuple[int, ...], Frame]] = {}   # frames the trace made -> their call string
     complete = True
     todo: list[tuple[V.Value, Frame | None, tuple[int, ...]]] = [(value, frame, ())]
+    expanded: set[tuple[int, int, tuple[int, ...]]] = set()
+    steps = 0
     while todo:
-        if len(seen) > budget:
+        steps += 1
+        if len(seen) > budget or steps > 8 * budget:
             return strings, False
         current, current_frame, context = todo.pop()
-        if isinstance(current, V.Ref):
+        if isinstance(current, V.Ref) and (ref_key := (id(current), id(current_frame), context)) not in expanded:
+            expanded.add(ref_key)
             # Every assignment the name may hold (branches), each traced on its own, and what was
             # appended to the list it holds.
             todo.extend((other.value, other.frame, context) for other in program.alternatives(current, current_frame))

@@ -197,8 +197,14 @@ class FunctionRef(Value):
 
 @dataclass(frozen=True, slots=True)
 class Opaque(Value):
-    """An expression bnaudit does not model, such as a comparison."""
+    """An expression bnaudit does not model, such as a comparison; ``of`` is what it is drawn from,
+    when known (a loop variable's iterable: it is built from it, not equal to anything)."""
     kind: str
+    of: Value | None = None
+
+    def children(self):
+        if self.of is not None:
+            yield self.of
 
 
 UNKNOWN = Opaque("unknown")

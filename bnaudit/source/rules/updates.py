@@ -166,12 +166,28 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                 isinstance(other.value.func, V.Attr) and other.value.func.attr == "run")
             if is_join and S.contains(program, other.value, frame, lambda v, f: v is call):
                 covered |= {key for key, _ in S.update_collections_in(program, other.value, frame, opaque=call)}
-                for arg in (*other.value.args, *(v for _, v in other.value.kwargs)):
-                    made = program.deref(arg, frame).value
-                    fact = program.call_fact(made) if isinstance(made, V.Call) else None
+                for made in self._fetched(program, other.value, frame):
+                    fact = program.call_fact(made)
                     if fact is not None:
                         covered |= self._dependencies(program, fact[0], fact[1])
         return covered
+
+    @staticmethod
+    def _fetched(program: Program, join: V.Call, frame) -> list[V.Call]:
+        """The calls a join runs with the train op: its arguments, and the items of fetch lists."""
+        out: list[V.Call] = []
+        pending = [(arg, frame) for arg in (*join.args, *(v for _, v in join.kwargs))]
+        while pending and len(out) < 64:
+            value, at = pending.pop()
+            located = program.deref(value, at)
+            made = located.value
+            if isinstance(made, V.Call):
+                out.append(made)
+            elif isinstance(made, V.Seq):
+                pending.extend((item, located.frame) for item in made.items)
+            elif isinstance(made, V.Dict):
+                pending.extend((item, located.frame) for _, item in made.items)
+        return out
 
     @staticmethod
     def _dependencies(program: Program, module: ModuleFacts, call: CallFact) -> set[str]:
