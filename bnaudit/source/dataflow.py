@@ -79,8 +79,9 @@ class TrainFlow:
         if known != 0:
             return known  # type: ignore[return-value]
         answer: bool | None = None
-        candidates = [site for site in self.train_ops
-                      if self.program.executions.together(site, use.site) is not False]
+        executions = self.program.executions
+        candidates = [site for site in executions.near(use.site, self._train_ops_by_entry)
+                      if executions.together(site, use.site) is not False]
         if candidates:
             verdicts = [self.feeds(site, use) for site in candidates]
             answer = True if True in verdicts else (False if all(v is False for v in verdicts) else None)
@@ -162,10 +163,19 @@ class TrainFlow:
 
     def trains(self, site: Site) -> bool | None:
         """Whether a model is trained in the execution and graph of a call (None: it may be)."""
-        verdicts = [self.program.executions.together(op, site) for op in self.train_ops + self.fits]
+        executions = self.program.executions
+        verdicts = [executions.together(op, site) for op in executions.near(site, self._training_by_entry)]
         if True in verdicts:
             return True
         return None if None in verdicts else False
+
+    @cached_property
+    def _train_ops_by_entry(self):
+        return self.program.executions.index(self.train_ops, lambda site: site)
+
+    @cached_property
+    def _training_by_entry(self):
+        return self.program.executions.index(self.train_ops + self.fits, lambda site: site)
 
 
 def _is_train_op(value: V.Value) -> bool:

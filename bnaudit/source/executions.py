@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from bnaudit import catalogue
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import Frame, Program, Site
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +53,7 @@ class Executions:
         self.program = program
         self._paths: dict[int, tuple[Path, Site]] = {}
         self._graphs: dict[int, tuple[tuple, Path]] = {}
+        self._related: dict[tuple[tuple[int, str], tuple[int, str]], bool] = {}
 
     # ------------------------------------------------------------------ entries
     @cached_property
@@ -95,6 +99,13 @@ class Executions:
         """Whether one entry may run inside the other (so calls under them may share a graph)."""
         if a == b:
             return True
+        key = (a, b)
+        found = self._related.get(key)
+        if found is None:
+            found = self._related[key] = self._related_entries(a, b)
+        return found
+
+    def _related_entries(self, a: tuple[int, str], b: tuple[int, str]) -> bool:
         if b in self._reaches.get(a, ()) or a in self._reaches.get(b, ()):
             return True
         if not a[1] and not b[1]:
@@ -170,6 +181,20 @@ class Executions:
             found = self._paths[id(site)] = (path_of(site), site)  # the site keeps its id from being reused
         return found[0]
 
+    def near(self, site: Site, others: "SitesByEntry[T]") -> Iterator[T]:
+        """The items of ``others`` whose calls may run with ``site`` (``together`` is not False for
+        items elsewhere): a repository of many scripts is compared entry by entry, not call by call."""
+        entry = self.path(site).entry
+        for other_entry, items in others.groups.items():
+            if self.related_entries(entry, other_entry):
+                yield from items
+
+    def index(self, items: Iterable[T], site_of: Callable[[T], Site]) -> "SitesByEntry[T]":
+        groups: dict[tuple[int, str], list[T]] = {}
+        for item in items:
+            groups.setdefault(self.path(site_of(item)).entry, []).append(item)
+        return SitesByEntry(groups)
+
     def together(self, a: Site, b: Site) -> bool | None:
         """Whether two calls run in one execution and build into one graph (None: cannot tell)."""
         pa, pb = self.path(a), self.path(b)
@@ -206,6 +231,12 @@ class Executions:
         if found is None:
             found = self._graphs[key] = (self.graph_of(path), path)
         return found[0]
+
+
+@dataclass(frozen=True)
+class SitesByEntry(Generic[T]):
+    """Items grouped by the entry their call runs under (``Executions.index``)."""
+    groups: dict[tuple[int, str], list[T]]
 
 
 def _enclosing_function(module: ModuleFacts, scope: str) -> str:

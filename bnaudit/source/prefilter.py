@@ -1,9 +1,10 @@
 """Decide from the raw text which files are worth a libcst parse (the expensive part).
 
 A file can contribute to a finding only if it mentions batch norm itself, or
-if it builds a train op, saver, training loop or flag *and* imports (within
-two hops) a checked module that calls a batch-norm API.  Everything else is
-read, matched against a few regular expressions, and dropped.
+builds a train op, saver, training loop or flag *and* imports (within three
+hops, through files of any kind) a checked module that calls a batch-norm API,
+or lies on such an import path between that script and the layers.  Everything
+else is read, matched against a few regular expressions, and dropped.
 """
 
 from __future__ import annotations
@@ -86,21 +87,33 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # batch_normalization does not make every file importing it relevant).
     resolver = ImportResolver(texts)
     reaching = {normalize(path) for path in bn_paths if calls_batch_norm(texts[path])}
-    # Files that import a batch-norm module within two hops, imports resolved as Python does.
+    # Files that import a batch-norm module within three hops, imports resolved as Python does: the
+    # training script, and the model files between it and the layers (`train.py` -> `yolov4.py` ->
+    # `common.py`), which need mention nothing related themselves.
     imports = {path: {found for name in imported_modules(texts[path], *modules[path])
                       if (found := resolver.resolve(path, name)[0]) is not None}
-               for path in texts if path not in bn_paths and mentions_related(texts[path])}
-    for _ in range(2):
+               for path in texts if path not in bn_paths}
+    for _ in range(3):
         new = {normalize(path) for path, targets in imports.items() if targets & reaching}
         if new <= reaching:
             break
         reaching |= new
+    # The scripts that train, evaluate or save, and the files between them and the layers; a file
+    # that only reaches batch norm (a model zoo's other entry points) is not worth its parse.
+    by_norm = {normalize(path): path for path in texts}
+    related = {path for path in imports if mentions_related(texts[path])}
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
-    dynamic = {path for path in imports if "import_module(" in texts[path]}
-    selected = bn_paths | dynamic | {path for path in imports if normalize(path) in reaching}
+    dynamic = {path for path in related if "import_module(" in texts[path]}
+    frontier = {path for path in related if normalize(path) in reaching}
+    selected = bn_paths | dynamic | frontier
+    for _ in range(3):
+        frontier = {by_norm[target] for path in frontier for target in imports.get(path, ())
+                    if target in reaching and target in by_norm} - selected
+        if not frontier:
+            break
+        selected |= frontier
     # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and
     # `from ..compat import tfv1 as tf` a module alias defined in a compat module.
-    by_norm = {normalize(path): path for path in texts}
     aliases: dict[str, bool] = {}
 
     def defines_tf_alias(path: str) -> bool:

@@ -8,7 +8,8 @@ from bnaudit import catalogue
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
-from bnaudit.source.program import BatchNormUse, Located, Program
+from bnaudit.source.executions import SitesByEntry
+from bnaudit.source.program import BatchNormUse, Located, Program, Site
 from bnaudit.source.rules import Report, Rule
 
 _WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
@@ -370,12 +371,13 @@ eval_loss = tf.reduce_sum(eval_logits)
         from bnaudit.source.rules.cond import selected_layers
         picked = selected_layers(program)
         constant: list[BatchNormUse] = []   # layers in training mode whatever is fed
+        restoring = program.executions.index(program.restores_and_exports, lambda site: site)
         for use in uses:
             decision = batch_statistics_decision(program, use)
             if decision is None:
                 continue
             where = self._untrained_copy(program, use, trained) \
-                or self._inference_execution(program, use, decision, trained) or self._serving(program, use)
+                or self._inference_execution(program, use, decision, trained, restoring) or self._serving(program, use)
             if where is not None:
                 module, call = where
                 report.add(self.code, module, call.loc, self._message())
@@ -450,15 +452,18 @@ eval_loss = tf.reduce_sum(eval_logits)
         if not training:
             return
         executions = program.executions
-        training_sites = [site for run in training for site in program.sites(run.module, run.call)]
+        training_sites = executions.index((site for run in training for site in program.sites(run.module, run.call)),
+                                          lambda site: site)
+        constant_sites = executions.index(constant, lambda use: use.site)
         for run in flow.runs:
             if run in training or not run.fetches:
                 continue
             sites = program.sites(run.module, run.call)
             if not sites or any(executions.together(site, other) is not False
-                                for site in sites for other in training_sites):
+                                for site in sites for other in executions.near(site, training_sites)):
                 continue
-            layers = [use for use in constant if any(executions.together(site, use.site) for site in sites)]
+            layers = list({id(use): use for site in sites for use in executions.near(site, constant_sites)
+                           if executions.together(site, use.site)}.values())
             if layers and self._fetches_layers(program, run, layers):
                 report.add(self.code, run.module, run.call.loc, self._message())
 
@@ -466,12 +471,18 @@ eval_loss = tf.reduce_sum(eval_logits)
     def _apart_from_training(run, training: list) -> bool:
         """A run of its own, not a forward pass beside the training step: in a function that runs no
         train op, in a loop of its own (a validation loop), or under an ``if`` the training runs are
-        not under (every N steps)."""
+        not under (every N steps), or after the training loop."""
         beside = [other for other in training if other.module is run.module and other.call.scope == run.call.scope]
         if not beside:
             return True
-        loops = [loop for loop in run.module.loops if loop.scope == run.call.scope and loop.loc < run.call.loc <= loop.end]
-        if any(not any(loop.loc < other.call.loc <= loop.end for other in beside) for loop in loops):
+        scope_loops = [loop for loop in run.module.loops if loop.scope == run.call.scope]
+
+        def inside(loop, one) -> bool:
+            return loop.loc < one.call.loc <= loop.end
+        loops = [loop for loop in scope_loops if inside(loop, run)]
+        if any(not any(inside(loop, other) for other in beside) for loop in loops):
+            return True
+        if all(any(inside(loop, other) and not inside(loop, run) for loop in scope_loops) for other in beside):
             return True
         arms = set(run.call.branches)
         return any(not arms <= set(other.call.branches) for other in beside) and bool(arms)
@@ -487,13 +498,17 @@ eval_loss = tf.reduce_sum(eval_logits)
 
     @staticmethod
     def _training_batch(program: Program, run, training: list) -> bool:
-        """The run feeds the very batch a training run feeds (logging the training loss every N steps)."""
+        """The run feeds the training data a training run feeds (logging the training loss every N
+        steps, or the outputs over the whole training set: ``x: train_data`` beside ``x: train_data[idx]``)."""
+        def source(value, frame) -> int:
+            located = program.deref(value, frame)
+            while isinstance(located.value, V.Subscript):
+                located = program.deref(located.value.base, located.frame)
+            return id(located.value)
+
         def fed(one) -> dict[int, int]:
-            out = {}
-            for key, value in one.feed.items:
-                if key is not None:
-                    out[id(program.deref(key, one.feed_frame).value)] = id(program.deref(value, one.feed_frame).value)
-            return out
+            return {id(program.deref(key, one.feed_frame).value): source(value, one.feed_frame)
+                    for key, value in one.feed.items if key is not None}
         mine = fed(run)
         for other in training:
             if other.feed is None:
@@ -537,13 +552,14 @@ eval_loss = tf.reduce_sum(eval_logits)
 
     @staticmethod
     def _inference_execution(program: Program, use: BatchNormUse, decision: tuple[ModuleFacts, CallFact],
-                             trained: list[BatchNormUse]) -> tuple[ModuleFacts, CallFact] | None:
+                             trained: list[BatchNormUse], restoring: SitesByEntry[Site]
+                             ) -> tuple[ModuleFacts, CallFact] | None:
         """An execution that trains nothing but restores or exports the model: reported where its path
         leaves the training path of the same entry (another ``--mode``), else where the flag is set."""
         executions = program.executions
         if program.dataflow.trains(use.site) is not False:
             return None
-        if not any(executions.together(site, use.site) for site in program.restores_and_exports):
+        if not any(executions.together(site, use.site) for site in executions.near(use.site, restoring)):
             return None
         sibling = _twin(program, use, trained, together=False)
         if sibling is not None:
