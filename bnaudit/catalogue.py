@@ -421,3 +421,10 @@ GRAPH_MODE_MARKERS = frozenset({
     "tensorflow.InteractiveSession", "tensorflow.disable_v2_behavior", "tensorflow.disable_eager_execution",
     "tensorflow.train.MonitoredTrainingSession",
 })
+
+# Keyword names that, True, put the model a call builds in training mode (`phase_train=True`).
+TRAINING_KEYWORDS = frozenset({"is_training", "training", "phase_train", "is_train", "train"})
+
+# Top-level packages whose functions are library APIs, not a model bnaudit failed to read.
+LIBRARY_ROOTS = frozenset({"tensorflow", "keras", "tf_keras", "numpy", "tensorpack", "sonnet", "torch", "jax",
+                           "flax", "scipy", "sklearn"})

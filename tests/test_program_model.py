@@ -354,3 +354,86 @@ def test_an_unparsed_sibling_module_shadows_a_same_named_one_elsewhere(tmp_path)
             """,
     })
     assert found == []
+
+
+def test_flag_dispatch_script_sees_the_test_execution_through_a_model_library(tmp_path):
+    # main.py mentions no batch norm, no train op: only a flag that picks train() or test().  The
+    # model file calls a wrapper (no batch-norm call of its own), the wrapper calls the layer; the
+    # test branch restores and runs the model built in training mode.
+    found = check_files(tmp_path, {
+        "ops.py": """
+            import tensorflow as tf
+            def batch_normal(x, scope):
+                return tf.contrib.layers.batch_norm(x, updates_collections=None, scope=scope)
+            """,
+        "vaegan.py": """
+            import tensorflow as tf
+            from ops import batch_normal
+            class VAEGAN(object):
+                def build(self):
+                    self.x = tf.placeholder(tf.float32, [None, 4])
+                    self.out = batch_normal(tf.layers.dense(self.x, 4), scope='bn1')
+                    self.saver = tf.train.Saver()
+                def train(self):
+                    op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(self.out))
+                    with tf.Session() as sess:
+                        sess.run(op)
+                        self.saver.save(sess, 'model.ckpt')
+                def test(self):
+                    with tf.Session() as sess:
+                        self.saver.restore(sess, 'model.ckpt')
+                        sess.run(self.out)
+            """,
+        "main.py": """
+            import tensorflow as tf
+            from vaegan import VAEGAN
+            tf.app.flags.DEFINE_integer('op', 0, 'train (0) or test')
+            FLAGS = tf.app.flags.FLAGS
+            if __name__ == '__main__':
+                model = VAEGAN()
+                if FLAGS.op == 0:
+                    model.build()
+                    model.train()
+                else:
+                    model.build()
+                    model.test()
+            """,
+    })
+    assert found == [("main.py", "BN011", 11)]
+
+
+def test_layer_files_between_a_script_and_the_layers_need_mention_nothing(tmp_path):
+    # train.py -> core/yolov4.py (no batch norm, nothing related) -> core/common.py (the layer).
+    found = check_files(tmp_path, {
+        "core/__init__.py": "",
+        "core/common.py": """
+            import tensorflow as tf
+            class BatchNormalization(tf.keras.layers.BatchNormalization):
+                pass
+            def convolutional(x):
+                return BatchNormalization()(tf.keras.layers.Conv2D(4, 3)(x))
+            """,
+        "core/yolov4.py": """
+            import core.common as common
+            def YOLO(x):
+                return common.convolutional(x)
+            """,
+        "train.py": """
+            import tensorflow as tf
+            from core.yolov4 import YOLO
+            inputs = tf.keras.layers.Input([8, 8, 3])
+            model = tf.keras.Model(inputs, YOLO(inputs))
+            optimizer = tf.keras.optimizers.Adam()
+            def train_step(image):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(model(image, training=True))
+                gradients = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            def test_step(image):
+                return model(image, training=True)
+            for image in []:
+                train_step(image)
+                test_step(image)
+            """,
+    })
+    assert found == [("train.py", "BN011", 12)]

@@ -213,15 +213,21 @@ class Executions:
         call of that first stretch of its own (`eval_logits = inference(images)` inside evaluate(),
         not the call of evaluate() itself; below it both copies run the same model code).  None:
         other entries."""
+        stretch = self.own_stretch(kept, other)
+        return stretch[-1] if stretch else None
+
+    def own_stretch(self, kept: Site, other: Site) -> list[tuple[ModuleFacts, CallFact]]:
+        """The calls of ``other``'s path from where it leaves ``kept``'s to where it joins it again
+        (empty: other entries, or the same path)."""
         pa, pb = self.path(kept), self.path(other)
         if pa.entry != pb.entry:
-            return None
+            return []
         shared = {id(step) for step in pa.steps}
-        found = None
+        found: list[tuple[ModuleFacts, CallFact]] = []
         for level, step in enumerate(pb.steps):
             if id(step) not in shared:
-                found = pb.frames[level].module, step
-            elif found is not None:
+                found.append((pb.frames[level].module, step))
+            elif found:
                 break  # the end of the first stretch of its own (below, the model code both run)
         return found
 

@@ -37,6 +37,7 @@ RELATED_RE = re.compile(
     r"UPDATE_OPS|update_ops|\.minimize\(|apply_gradients|create_train_op|Saver\(|Checkpoint\(|reuse"
     r"|GradientTape|set_learning_phase|placeholder|learning_phase|is_training|training\s*=\s*True"
     r"|input_signature|\.cond\("
+    r"|DEFINE_\w+\(|add_argument\("      # flags: they pick the executions (`--op 0` trains, else tests)
 )
 
 _IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+([\w., \t()]+)|import[ \t]+([\w., \t]+))",
@@ -92,7 +93,7 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # `common.py`), which need mention nothing related themselves.
     imports = {path: {found for name in imported_modules(texts[path], *modules[path])
                       if (found := resolver.resolve(path, name)[0]) is not None}
-               for path in texts if path not in bn_paths}
+               for path in texts}
     for _ in range(3):
         new = {normalize(path) for path, targets in imports.items() if targets & reaching}
         if new <= reaching:
@@ -101,7 +102,7 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # The scripts that train, evaluate or save, and the files between them and the layers; a file
     # that only reaches batch norm (a model zoo's other entry points) is not worth its parse.
     by_norm = {normalize(path): path for path in texts}
-    related = {path for path in imports if mentions_related(texts[path])}
+    related = {path for path in imports if path not in bn_paths and mentions_related(texts[path])}
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
     dynamic = {path for path in related if "import_module(" in texts[path]}
     frontier = {path for path in related if normalize(path) in reaching}

@@ -289,11 +289,7 @@ class Program:
         for owner, owner_cls in self.mro(module, cls):
             assigns = owner.assigns.get((f"{owner_cls}::self", ref.name))
             if assigns and owner is module:
-                # In the function that assigns it, the attribute is what was assigned before this use
-                # (`self.sampler = self.sampler(z)` calls the method, then replaces it).
-                here = [a for a in assigns if a.function == frame.function]
-                if here and len(here) == len(assigns):
-                    assigns = [a for a in here if a.loc < ref.loc]
+                assigns = _seen_here(assigns, frame.function, ref.loc)
             if assigns:
                 break
         else:
@@ -322,7 +318,8 @@ class Program:
             cls = ref.scope.rsplit("::", 1)[0]
             out = []
             for owner, owner_cls in self.mro(module, cls):
-                for assign in owner.assigns.get((f"{owner_cls}::self", ref.name), ()):
+                assigns = owner.assigns.get((f"{owner_cls}::self", ref.name), ())
+                for assign in _seen_here(assigns, frame.function, ref.loc) if owner is module else assigns:
                     out.append(Located(assign.value, frame if owner is module and assign.function == frame.function
                                        else self.lexical(owner, assign.function)))
             return out if len(out) > 1 else []
@@ -440,6 +437,8 @@ class Program:
         if isinstance(value, V.Subscript) and isinstance(value.index, V.Const) and \
                 isinstance(value.index.value, int) and not isinstance(value.index.value, bool):
             return self._item(value, frame)
+        if isinstance(value, V.Subscript):
+            return self._element(value, frame)
         if isinstance(value, V.Call) and value.args and frame is not None and \
                 self.qualname(value.func, frame) in catalogue.IMPORT_MODULE:
             # importlib.import_module(args.model_def) with the option's default a module name
@@ -474,6 +473,22 @@ class Program:
         if any(isinstance(item, V.Starred) for item in items) or not -len(items) <= index < len(items):
             return None
         return Located(items[index], candidates[0].frame)
+
+    def _element(self, value: V.Subscript, frame: Frame | None) -> Located | None:
+        """An element of a container built by a comprehension, whatever the index: ``[bn(i) for i in
+        ...][k]``, and the value of a mapping built from (key, value) pairs, ``AttributeDict([("g_bn%i"
+        % i, batch_norm(...)) for i in ...])["g_bn%i" % k]``."""
+        base = self.deref(value.base, frame)
+        found = base.value
+        if isinstance(found, V.Call) and len(found.args) == 1 and not found.kwargs:
+            pairs = self.deref(found.args[0], base.frame)
+            if isinstance(pairs.value, V.Comprehension) and isinstance(pairs.value.elt, V.Seq) and \
+                    len(pairs.value.elt.items) == 2:
+                return Located(pairs.value.elt.items[1], pairs.frame)
+            return None
+        if isinstance(found, V.Comprehension):
+            return Located(found.elt, base.frame)
+        return None
 
     @cached_property
     def _options(self) -> dict[str, list[Located]]:
@@ -1072,3 +1087,18 @@ class Program:
         for call in module.calls:
             if start < call.loc <= end:
                 yield call
+
+
+def _seen_here(assigns: list, function: str, loc: int) -> list:
+    """The assignments of ``self.x`` a read at ``loc`` in ``function`` sees: those made before it in the
+    same function when there are any (`self.d1 = deconv(...)` then `bn(self.d1)`, in both generator()
+    and sampler()), none of this function's later ones (`self.sampler = self.sampler(z)` calls the
+    method, then replaces it), else every one made elsewhere."""
+    here = [a for a in assigns if a.function == function]
+    if not here:
+        return assigns
+    before = [a for a in here if a.loc < loc]
+    if before:
+        return before
+    return [a for a in assigns if a.function != function]
+

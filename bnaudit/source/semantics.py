@@ -405,6 +405,15 @@ def reuse_of(program: Program, use: BatchNormUse) -> bool | None:
 
 
 def variable_scope_of(program: Program, use: BatchNormUse) -> str | None:
+    """The layer's variable scope (its variables' prefix), when known (memoized per program)."""
+    memo = program.__dict__.setdefault("_variable_scopes", {})
+    found = memo.get(id(use))
+    if found is None:
+        found = memo[id(use)] = (_variable_scope_of(program, use), use)  # the use keeps its id
+    return found[0]
+
+
+def _variable_scope_of(program: Program, use: BatchNormUse) -> str | None:
     own = use.args.get(use.api.scope) if use.api.scope else None
     if own is not None:
         final = program.deref(own.value, own.frame)

@@ -110,9 +110,20 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     return None
 
 
+def _common_prefix(a: list[tuple[ModuleFacts, CallFact]], b: list[tuple[ModuleFacts, CallFact]]
+                   ) -> list[tuple[ModuleFacts, CallFact]]:
+    out = []
+    for x, y in zip(a, b):
+        if x[1] is not y[1]:
+            break
+        out.append(x)
+    return out
+
+
 def _twin(program: Program, use: BatchNormUse, trained: list[BatchNormUse], together: bool) -> BatchNormUse | None:
     """The trained instance of the same layer: the same batch-norm call reached along the longest
-    common tail of calls (the same layer of the model in the other copy, not another layer)."""
+    common tail of calls (the same layer of the model in the other copy, not another layer), or a
+    call of its own with the same known variables (a sampler that repeats the generator's code)."""
     def tail(a: list, b: list) -> int:
         count = 0
         for x, y in zip(reversed(a), reversed(b)):
@@ -123,11 +134,15 @@ def _twin(program: Program, use: BatchNormUse, trained: list[BatchNormUse], toge
     best, length = None, -1
     scope = S.variable_scope_of(program, use)
     for sibling in trained:
-        if sibling.call is not use.call or (together and not program.executions.together(sibling.site, use.site)):
+        if sibling.call is not use.call and scope is None:
             continue
         other = S.variable_scope_of(program, sibling)
+        if sibling.call is not use.call and other != scope:
+            continue
         if scope is not None and other is not None and scope != other:
             continue  # another layer that happens to be built by the same helper
+        if together and not program.executions.together(sibling.site, use.site):
+            continue
         shared = tail(sibling.chain, use.chain)
         if shared > length:
             best, length = sibling, shared
@@ -271,6 +286,7 @@ def train_step(x, y):
                 return
 
 
+_TRAINING_WORDS = frozenset({"train", "training", "istraining"})   # False: inference
 _FLAG_WORDS = frozenset({"train", "training", "phase", "learning", "mode", "istraining", "bn", "test", "eval"})
 
 
@@ -372,21 +388,46 @@ eval_loss = tf.reduce_sum(eval_logits)
         picked = selected_layers(program)
         constant: list[BatchNormUse] = []   # layers in training mode whatever is fed
         restoring = program.executions.index(program.restores_and_exports, lambda site: site)
+        # The layers of each copy, by the call that starts the copy: (its calls, the layer, where
+        # its flag is decided).
+        copies: dict[int, list[tuple[list[tuple[ModuleFacts, CallFact]], BatchNormUse,
+                                     tuple[ModuleFacts, CallFact]]]] = {}
         for use in uses:
             decision = batch_statistics_decision(program, use)
             if decision is None:
                 continue
-            where = self._untrained_copy(program, use, trained) \
-                or self._inference_execution(program, use, decision, trained, restoring) or self._serving(program, use)
+            stretch = self._untrained_copy(program, use, trained)
+            if stretch:
+                copies.setdefault(id(stretch[0][1]), []).append((stretch, use, decision))
+                continue
+            where = self._inference_execution(program, use, decision, trained, restoring) or self._serving(program, use)
             if where is not None:
                 module, call = where
                 report.add(self.code, module, call.loc, self._message())
             elif id(use.call.value) not in picked:
                 constant.append(use)
+        for layers in copies.values():
+            decisions = {id(decision[1]): decision for _, _, decision in layers}
+            if len(decisions) == 1 and any(self._asked_for_inference(program, use) for _, use, _ in layers):
+                # `self.g_bn0(h, train=False)` into a wrapper that drops `train`: the fix is there.
+                module, call = next(iter(decisions.values()))
+                report.add(self.code, module, call.loc, self._dropped_flag_message())
+                continue
+            # One finding per copy: the deepest call on the way that all its layers share
+            # (`self.sampler(z)`, not each of the layers a hand-copied sampler() repeats).
+            common = layers[0][0]
+            for stretch, _, _ in layers[1:]:
+                common = _common_prefix(common, stretch)
+            module, call = common[-1]
+            report.add(self.code, module, call.loc, self._message())
         self._evaluation_feeds(program, report, uses)
         self._evaluation_runs(program, report, constant)
         for use_module, call in self._keras_calls(program):
             report.add(self.code, use_module, call.loc, self._message())
+        for use_module, call, keyword in self._restored_model_in_training_mode(program, restoring):
+            report.add(self.code, use_module, call.loc,
+                       f"a restored model is built with `{keyword}=True` in an execution that trains nothing: "
+                       f"its batch norm runs with batch statistics")
         self._learning_phase(program, report)
 
     def _evaluation_feeds(self, program: Program, report: Report, uses: list[BatchNormUse]) -> None:
@@ -529,26 +570,36 @@ eval_loss = tf.reduce_sum(eval_logits)
 
     @staticmethod
     def _untrained_copy(program: Program, use: BatchNormUse, trained: list[BatchNormUse]
-                        ) -> tuple[ModuleFacts, CallFact] | None:
+                        ) -> list[tuple[ModuleFacts, CallFact]]:
         """A copy of a trained layer, built beside it in the same graph, that no train op trains (an
-        evaluation or sampling copy): reported where its path leaves the trained copy's."""
+        evaluation or sampling copy): the calls of its path from where it leaves the trained copy's."""
         if program.dataflow.feeds_training(use) is not False:
-            return None
+            return []
         sibling = _twin(program, use, trained, together=True)
-        if sibling is not None:
-            where = program.executions.divergence(sibling.site, use.site)
-            # A copy built only to create the variables (`unused = model(x, False)`) is no path.
-            if where is None or _result_unused(where[0], where[1]):
-                return None
-            # A copy is the model built again: both paths call the same function where they part,
-            # or both layers have the same (known) variables.  Otherwise it is another layer that
-            # the same helper builds, which an incomplete trace only failed to see trained.
-            scope = S.variable_scope_of(program, use)
-            if scope is None or scope != S.variable_scope_of(program, sibling):
-                if not _same_callee_where_paths_part(program, sibling, use):
-                    return None
-            return where
-        return None
+        if sibling is None:
+            return []
+        stretch = program.executions.own_stretch(sibling.site, use.site)
+        # A copy built only to create the variables (`unused = model(x, False)`) is no path.
+        if not stretch or any(_result_unused(*step) for step in stretch):
+            return []
+        # A copy is the model built again: both paths call the same function where they part,
+        # or both layers have the same (known) variables.  Otherwise it is another layer that
+        # the same helper builds, which an incomplete trace only failed to see trained.
+        scope = S.variable_scope_of(program, use)
+        if scope is None or scope != S.variable_scope_of(program, sibling):
+            if not _same_callee_where_paths_part(program, sibling, use):
+                return []
+        return stretch
+
+    @staticmethod
+    def _asked_for_inference(program: Program, use: BatchNormUse) -> bool:
+        """A call on the way down to the layer passes False to a training parameter (``train=False``,
+        ``is_training=False``) that the layer, in training mode all the same, never gets."""
+        for frame in use.site.frame.chain():
+            for name, (value, where) in (frame.bindings or {}).items():
+                if _words(name) & _TRAINING_WORDS and V.const(program.deref(value, where).value, "?") is False:
+                    return True
+        return False
 
     @staticmethod
     def _inference_execution(program: Program, use: BatchNormUse, decision: tuple[ModuleFacts, CallFact],
@@ -577,10 +628,12 @@ eval_loss = tf.reduce_sum(eval_logits)
 
     @staticmethod
     def _message() -> str:
-        return ("this inference path runs batch norm with batch statistics (training mode): outputs depend on "
-                "what else is in the batch, a batch of one gives garbage, and evaluation updates the moving "
-                "averages; if this is deliberate (some GAN recipes do it), silence it with "
-                "`# bnaudit: ignore[BN011]`")
+        return "batch norm runs with batch statistics (training mode) on this inference path"
+
+    @staticmethod
+    def _dropped_flag_message() -> str:
+        return ("the inference copy asks for `training=False`, but it never reaches this batch norm, "
+                "which runs with batch statistics")
 
     @staticmethod
     def _is_serving(fn) -> bool:
@@ -622,6 +675,31 @@ eval_loss = tf.reduce_sum(eval_logits)
                              if frame.site is not None and frame.parent is not None] + [(module, call)]
                     if serving or not any(S.feeds_from(strings, chain) for strings, _ in traces):
                         yield module, call
+                        break
+
+    @staticmethod
+    def _restored_model_in_training_mode(program: Program, restoring: SitesByEntry[Site]):
+        """``network.inference(images, phase_train=True)`` into a model bnaudit cannot read (a module
+        chosen by ``--model_def``, a library), in an execution that restores weights and trains
+        nothing: a model built for inference with its training flag set."""
+        executions = program.executions
+        for module in program.modules:
+            for call in module.calls:
+                flags = [name for name, value in call.value.kwargs
+                         if name in catalogue.TRAINING_KEYWORDS and V.const(value, "?") is True]
+                if not flags or not isinstance(call.value.func, (V.Ref, V.Attr)):
+                    continue
+                for site in program.sites(module, call):
+                    frame = site.frame
+                    if program.callee(call.value, frame) is not None:
+                        continue   # a program function: its layers are traced
+                    final = program.deref(call.value.func, frame).value
+                    if not (final is V.UNKNOWN or isinstance(final, V.Dotted)
+                            and final.name.split(".", 1)[0] not in catalogue.LIBRARY_ROOTS):
+                        continue   # a library API (dropout), or a value of its own
+                    if program.dataflow.trains(site) is False and any(
+                            executions.together(other, site) for other in executions.near(site, restoring)):
+                        yield module, call, flags[0]
                         break
 
     def _learning_phase(self, program: Program, report: Report) -> None:
