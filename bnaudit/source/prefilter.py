@@ -40,7 +40,7 @@ RELATED_RE = re.compile(
     r"|DEFINE_\w+\(|add_argument\("      # flags: they pick the executions (`--op 0` trains, else tests)
 )
 
-_IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+([\w., \t()]+)|import[ \t]+([\w., \t]+))",
+_IMPORT_RE = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+([\w., \t()*]+)|import[ \t]+([\w., \t]+))",
                         re.MULTILINE)
 
 
@@ -74,7 +74,7 @@ def imported_modules(text: str, module: str, is_package: bool) -> set[str]:
         found.add(base)
         for item in names.replace("(", " ").replace(")", " ").split(","):
             item = item.split(" as ")[0].strip()
-            if item:
+            if item and item != "*":
                 found.add(f"{base}.{item}")
     return {name for name in found if name}
 

@@ -287,20 +287,23 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
     strings: set[tuple[int, ...]] = set()
     entered: dict[int, tuple[tuple[int, ...], Frame]] = {}   # frames the trace made -> their call string
     complete = True
-    todo: list[tuple[V.Value, Frame | None, tuple[int, ...]]] = [(value, frame, ())]
+    # Each item: a value, its frame, its call string, and the field read from it (`model.outputs`
+    # of `Model(outputs=..., train=...)`, a namedtuple: only that field's value is computed from).
+    todo: list[tuple[V.Value, Frame | None, tuple[int, ...], str | None]] = [(value, frame, (), None)]
     expanded: set[tuple[int, int, tuple[int, ...]]] = set()
     steps = 0
     while todo:
         steps += 1
         if len(seen) > budget or steps > 8 * budget:
             return strings, False
-        current, current_frame, context = todo.pop()
+        current, current_frame, context, field = todo.pop()
         if isinstance(current, V.Ref) and (ref_key := (id(current), id(current_frame), context)) not in expanded:
             expanded.add(ref_key)
             # Every assignment the name may hold (branches), each traced on its own, and what was
             # appended to the list it holds.
-            todo.extend((other.value, other.frame, context) for other in program.alternatives(current, current_frame))
-            todo.extend((item.value, item.frame, context) for item in program.appended(current, current_frame))
+            todo.extend((other.value, other.frame, context, field)
+                        for other in program.alternatives(current, current_frame))
+            todo.extend((item.value, item.frame, context, field) for item in program.appended(current, current_frame))
         located = program.deref(current, current_frame)
         final = located.value
         if located.frame is not current_frame:
@@ -318,10 +321,29 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
                 strings.add(context)  # the call itself is reached too
             else:
                 context = ()
-        key = (id(final), context)
+        key = (id(final), context) if field is None else (id(final), context, field)
         if key in seen:
             continue
         seen.add(key)
+        if field is not None:
+            if isinstance(final, V.Call):
+                child = program.activation(final, located.frame)
+                fn = child.module.functions[child.function] if child is not None else None
+                if fn is not None and fn.returns and len(context) < 24:
+                    string = context + (id(final),)
+                    strings.add(string)
+                    entered[id(child)] = (string, child)
+                    todo.extend((ret, child, string, field) for ret in fn.returns)
+                    continue
+                given = final.kwarg(field)
+                if child is None and given is not None:
+                    strings.add(context + (id(final),))
+                    todo.append((given, located.frame, context, None))
+                    continue
+            field = None   # anything else: the whole value
+        if isinstance(final, V.Attr):
+            todo.append((final.base, located.frame, context, final.attr))
+            continue
         if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)) and not strings:
             complete = False  # the loss itself is unknown (a parameter nothing binds)
             if _TRACE:
@@ -335,20 +357,20 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
                 continue  # its output carries none of its inputs' data (a placeholder's shape, a tensor's)
             if name in catalogue.LOSS_COLLECTION_READERS:
                 # tf.losses.get_total_loss(): every loss a tf.losses function added to the collection
-                todo.extend((loss, loss_frame, ()) for loss, loss_frame in program.loss_functions)
+                todo.extend((loss, loss_frame, (), None) for loss, loss_frame in program.loss_functions)
             child = program.activation(final, located.frame)
             if child is not None and len(string) < 24:
                 # Follow into the function: what it returns is computed from its body.
                 entered[id(child)] = (string, child)
                 fn = child.module.functions[child.function]
-                todo.extend((ret, child, string) for ret in fn.returns)
+                todo.extend((ret, child, string, None) for ret in fn.returns)
             elif child is None and len(string) < 24 and not isinstance(final.func, V.Ref):
                 # tf.map_fn(fn, elems), tf.while_loop(cond, body, ...): computed by the function it runs
                 for module, fn in program.run_targets_of(final, located.frame):
                     run = Frame(module, fn.qualname, {}, located.frame, None)
                     entered[id(run)] = (string, run)
-                    todo.extend((ret, run, string) for ret in fn.returns)
-        todo.extend((child, located.frame, context) for child in final.children())
+                    todo.extend((ret, run, string, None) for ret in fn.returns)
+        todo.extend((child, located.frame, context, None) for child in final.children())
     return strings, complete
 
 

@@ -606,7 +606,8 @@ eval_loss = tf.reduce_sum(eval_logits)
                              trained: list[BatchNormUse], restoring: SitesByEntry[Site]
                              ) -> tuple[ModuleFacts, CallFact] | None:
         """An execution that trains nothing but restores or exports the model: reported where its path
-        leaves the training path of the same entry (another ``--mode``), else where the flag is set."""
+        leaves the training path of the same entry (another ``--mode``), else where the flag is set if
+        no training path runs that code, else at the call of the script that builds the model."""
         executions = program.executions
         if program.dataflow.trains(use.site) is not False:
             return None
@@ -617,8 +618,12 @@ eval_loss = tf.reduce_sum(eval_logits)
             where = executions.divergence(sibling.site, use.site)
             if where is not None:
                 return where
-        # The call in the script itself that builds the model (one finding per inference path, in the
-        # code that runs it, not in the model library).
+        # Where the flag is decided, when only inference runs that code (`build_test_graph()` calling
+        # `disp_net(x)` at its default is_training=True): the fix goes there.
+        if not any(any(call is decision[1] for _, call in other.chain) for other in trained):
+            return decision
+        # Else the call in the script itself that builds the model (one finding per inference path,
+        # in the code that runs it, not in the model library the training path shares).
         path = executions.path(use.site)
         entry_module = path.frames[0].module
         for frame, step in reversed(list(zip(path.frames, path.steps))):
