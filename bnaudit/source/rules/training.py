@@ -110,6 +110,16 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     return None
 
 
+def _calls_on_training_paths(program: Program) -> set[int]:
+    """The calls on the way to every layer built where a model may be trained (memoized)."""
+    memo = program.__dict__.get("_training_path_calls")
+    if memo is None:
+        memo = program.__dict__["_training_path_calls"] = {
+            id(call) for use in program.batch_norms if program.dataflow.trains(use.site) is not False
+            for _, call in use.chain}
+    return memo
+
+
 def _common_prefix(a: list[tuple[ModuleFacts, CallFact]], b: list[tuple[ModuleFacts, CallFact]]
                    ) -> list[tuple[ModuleFacts, CallFact]]:
     out = []
@@ -620,7 +630,7 @@ eval_loss = tf.reduce_sum(eval_logits)
                 return where
         # Where the flag is decided, when only inference runs that code (`build_test_graph()` calling
         # `disp_net(x)` at its default is_training=True): the fix goes there.
-        if not any(any(call is decision[1] for _, call in other.chain) for other in trained):
+        if id(decision[1]) not in _calls_on_training_paths(program):
             return decision
         # Else the call in the script itself that builds the model (one finding per inference path,
         # in the code that runs it, not in the model library the training path shares).
