@@ -80,6 +80,9 @@ class FunctionFact(_Record):
     returns: list[V.Value] = field(default_factory=list)
     end: int = 0
     is_lambda: bool = False
+    star: str = ""                # the *args parameter's name
+    dstar: str = ""               # the **kwargs parameter's name
+    positional: int = -1          # how many params take positional arguments (-1: all of them)
 
 
 @dataclass(slots=True)
@@ -421,6 +424,7 @@ class Extractor(Walker):
         is_static = any(isinstance(d, V.Ref) and d.name == "staticmethod" for d in decorators)
         fn = FunctionFact(qualname, params, defaults, self.scope, cls if cls and not is_static else None,
                           decorators, self._index)
+        fn.star, fn.dstar, fn.positional = _splats(node.params)
         self.facts.functions[qualname] = fn
         self._functions.append(fn)
         self._scopes.append(qualname)
@@ -736,3 +740,11 @@ def locate(module: cst.Module, locs: set[int]) -> dict[int, tuple[int, int, int,
     locator = _Locator(locs, positions)
     locator.walk(module)
     return locator.found
+
+
+def _splats(params: cst.Parameters) -> tuple[str, str, int]:
+    """The names of ``*args`` and ``**kwargs`` ("" when absent), and the number of positional params."""
+    star = params.star_arg.name.value if isinstance(params.star_arg, cst.Param) else ""
+    dstar = params.star_kwarg.name.value if params.star_kwarg is not None else ""
+    return star, dstar, len(params.posonly_params) + len(params.params)
+

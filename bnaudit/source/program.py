@@ -548,12 +548,18 @@ class Program:
 
     def _only_caller_binds(self, param: V.Param) -> Located:
         """A parameter read outside any known activation (``self.model`` set from ``__init__``'s argument):
-        when the function has exactly one call site, that call's argument is the value."""
+        when the function has exactly one call site, that call's argument is the value; when it has
+        several and none passes the parameter, its default."""
         module = self.by_path.get(param.module)
         if module is None or self._callers is None:  # still indexing the call sites
             return Located(V.UNKNOWN, None)
         sites = self._callers.get((id(module), param.function), [])
         fn = module.functions.get(param.function)
+        if fn is not None and len(sites) > 1 and param.name in fn.defaults and not any(
+                call.value.star or call.value.dstar or param.name in
+                self.bind(fn, call.value, self.lexical(caller, call.scope), fn.class_name is not None)
+                for caller, call in sites):
+            return Located(fn.defaults[param.name], self.lexical(module, param.function))
         if len(sites) != 1 or fn is None:
             return Located(V.UNKNOWN, None)
         caller_module, call = sites[0]
@@ -917,6 +923,9 @@ class Program:
         return [use]
 
     def _read_args(self, use: BatchNormUse, params: tuple[str, ...], call: V.Call, frame: Frame | None) -> None:
+        forwarded = self._forwarded(call, frame)
+        if forwarded is not None:
+            call, frame = forwarded
         for name, arg in zip(params, call.args):
             use.args[name] = Located(arg, frame)
             use.sources.pop(name, None)
@@ -928,6 +937,36 @@ class Program:
         for splat in call.dstar:
             if not self._merge_dict(use, splat, frame):
                 use.unknown_args = True
+
+    def _forwarded(self, call: V.Call, frame: Frame | None) -> tuple[V.Call, Frame | None] | None:
+        """``tf.layers.batch_normalization(*args, **kwargs)`` in ``def batch_normalization(*args,
+        **kwargs)``: the call as its caller made it (the wrapper's own arguments first, then what it
+        forwards).  None when the call forwards nothing, or nothing is known of the caller."""
+        if frame is None or frame.site is None or frame.parent is None or not (call.star or call.dstar):
+            return None
+        fn = frame.module.functions.get(frame.function)
+        if fn is None or len(call.star) > 1 or len(call.dstar) > 1:
+            return None
+        star = call.star[0] if call.star else None
+        dstar = call.dstar[0] if call.dstar else None
+        if star is not None and not (isinstance(star, V.Ref) and fn.star and star.name == fn.star) or \
+                dstar is not None and not (isinstance(dstar, V.Ref) and fn.dstar and dstar.name == fn.dstar):
+            return None
+        outer = frame.site.value
+        if outer.star or outer.dstar:
+            return None
+        taken = (fn.positional if fn.positional >= 0 else len(fn.params)) - (1 if fn.class_name else 0)
+        args = tuple(Located(a, frame) for a in call.args)
+        if star is not None:
+            args += tuple(Located(a, frame.parent) for a in outer.args[max(taken, 0):])
+        kwargs = [(k, Located(v, frame)) for k, v in call.kwargs]
+        if dstar is not None:
+            kwargs += [(k, Located(v, frame.parent)) for k, v in outer.kwargs if k not in fn.params]
+        frames = {id(located.frame) for located in (*args, *(v for _, v in kwargs))}
+        if len(frames) > 1:
+            return None   # arguments from two frames: not one call to read
+        return V.Call(call.func, tuple(a.value for a in args), tuple((k, v.value) for k, v in kwargs),
+                      loc=call.loc), (frame.parent if frames == {id(frame.parent)} else frame)
 
     def _read_call_args(self, use: BatchNormUse, call: V.Call, frame: Frame | None) -> None:
         """Arguments given when a layer object is applied (Keras: ``layer(x, training=...)``)."""

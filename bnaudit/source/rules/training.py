@@ -551,11 +551,11 @@ eval_loss = tf.reduce_sum(eval_logits)
     def _training_batch(program: Program, run, training: list) -> bool:
         """The run feeds the training data a training run feeds (logging the training loss every N
         steps, or the outputs over the whole training set: ``x: train_data`` beside ``x: train_data[idx]``)."""
-        def source(value, frame) -> int:
+        def source(value, frame) -> int | None:
             located = program.deref(value, frame)
             while isinstance(located.value, V.Subscript):
                 located = program.deref(located.value.base, located.frame)
-            return id(located.value)
+            return None if located.value is V.UNKNOWN else id(located.value)   # unknown: no match
 
         def fed(one) -> dict[int, int]:
             return {id(program.deref(key, one.feed_frame).value): source(value, one.feed_frame)
@@ -565,7 +565,7 @@ eval_loss = tf.reduce_sum(eval_logits)
             if other.feed is None:
                 continue
             theirs = fed(other)
-            shared = [key for key in mine if key in theirs and mine[key] == theirs[key]]
+            shared = [key for key in mine if key in theirs and mine[key] is not None and mine[key] == theirs[key]]
             if len(shared) >= len(mine) - 1 and len(mine) > 1:   # all but the flag itself
                 return True
         return False
