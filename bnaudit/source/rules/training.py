@@ -494,8 +494,9 @@ eval_loss = tf.reduce_sum(eval_logits)
 
     def _evaluation_runs(self, program: Program, report: Report, constant: list[BatchNormUse]) -> None:
         """A run of the training graph that never happens with a training run (`--mode test` running
-        the graph that `--mode train` trains, a `test()` beside `train()`), fetching layers built in
-        training mode.  (Runs beside the training step, logging losses every N steps, are not it.)"""
+        the graph that `--mode train` trains, a `test()` beside `train()`), or one apart from the
+        training step that feeds other data (the test set every N steps), fetching layers built in
+        training mode.  (Runs logging the training batch's loss every N steps are not it.)"""
         if not constant:
             return
         flow = program.dataflow
@@ -510,8 +511,12 @@ eval_loss = tf.reduce_sum(eval_logits)
             if run in training or not run.fetches:
                 continue
             sites = program.sites(run.module, run.call)
-            if not sites or any(executions.together(site, other) is not False
-                                for site in sites for other in executions.near(site, training_sites)):
+            if not sites:
+                continue
+            beside = run.feed is not None and self._apart_from_training(run, training) \
+                and not self._training_batch(program, run, training)
+            if not beside and any(executions.together(site, other) is not False
+                                  for site in sites for other in executions.near(site, training_sites)):
                 continue
             layers = list({id(use): use for site in sites for use in executions.near(site, constant_sites)
                            if executions.together(site, use.site)}.values())
