@@ -428,3 +428,10 @@ TRAINING_KEYWORDS = frozenset({"is_training", "training", "phase_train", "is_tra
 # Top-level packages whose functions are library APIs, not a model bnaudit failed to read.
 LIBRARY_ROOTS = frozenset({"tensorflow", "keras", "tf_keras", "numpy", "tensorpack", "sonnet", "torch", "jax",
                            "flax", "scipy", "sklearn"})
+
+# Iterables as long as their first argument (`for i in tqdm.tqdm(range(n))`), and ranges by another name.
+LENGTH_PRESERVING = frozenset({"builtins.enumerate", "builtins.list", "builtins.iter", "tqdm.tqdm", "tqdm.auto.tqdm",
+                               "tqdm.notebook.tqdm", "tqdm.std.tqdm"})
+RANGES = frozenset({"builtins.range", "builtins.xrange", "six.moves.range", "six.moves.xrange", "tqdm.trange",
+                    "tqdm.auto.trange"})
+

@@ -1061,7 +1061,9 @@ class Program:
         params_value = call.kwarg("normalizer_params")
         frame: Frame | None = site.frame
         params_frame: Frame | None = site.frame
-        if normalizer is None:
+        if normalizer is None or params_value is None:
+            # arg_scope supplies each keyword the call does not give (`conv2d(..., normalizer_fn=fn)`
+            # still takes the scope's normalizer_params).
             for (funcs, kwargs, ctx_frame), _, _ in reversed(self.arg_scopes(site)):
                 if any(self.qualname(f, ctx_frame) == layer_name for f in funcs):
                     assert isinstance(kwargs, V.Dict)

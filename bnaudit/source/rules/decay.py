@@ -26,8 +26,12 @@ def _int(value) -> int | None:
 def _range_count(program: Program, value: V.Value, frame) -> int | None:
     located = program.deref(value, frame)
     call = located.value
-    if not (isinstance(call, V.Call) and program.qualname(call.func, located.frame) in
-            ("builtins.range", "builtins.xrange", "six.moves.range")):
+    for _ in range(3):   # tqdm.tqdm(range(n)), enumerate(range(n))
+        if isinstance(call, V.Call) and call.args and \
+                program.qualname(call.func, located.frame) in catalogue.LENGTH_PRESERVING:
+            located = program.deref(call.args[0], located.frame)
+            call = located.value
+    if not (isinstance(call, V.Call) and program.qualname(call.func, located.frame) in catalogue.RANGES):
         return None
     bounds = [S.const_value(program, program.deref(arg, located.frame)) for arg in call.args]
     if not bounds or any(not isinstance(b, int) or isinstance(b, bool) for b in bounds):
@@ -40,8 +44,9 @@ def _is_step(program: Program, module: ModuleFacts, call: CallFact, stepping: fr
     func = call.value.func
     if isinstance(func, V.Attr) and func.attr in _STEP_METHODS:
         return True
-    if isinstance(func, V.Attr) and func.attr == "run" and call.value.args:
-        fetches = call.value.args[0]
+    if isinstance(func, V.Attr) and func.attr == "run" and (call.value.args or call.value.kwarg("feed_dict")):
+        # sess.run(train_op, ...), and train_op.run(feed_dict=...)
+        fetches = call.value.args[0] if call.value.args else func.base
         frame = program.lexical(module, call.scope)
         return S.contains(program, fetches, frame, lambda v, f: isinstance(v, V.Call) and isinstance(
             v.func, V.Attr) and v.func.attr in _STEP_METHODS | {"group"} and _has_train_op(v))
@@ -112,6 +117,36 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
     return lengths
 
 
+def _hand_written_averages(program: Program):
+    """``tf.assign(pop_mean, pop_mean * decay + batch_mean * (1 - decay))`` into a variable that a
+    hand-written ``tf.nn.batch_normalization`` normalizes with: each instantiation with its decay."""
+    statistics: dict[int, set[tuple[str, str]]] = {}
+    for use in program.batch_norms:
+        if use.api.kind == catalogue.OP:
+            for key in ("mean", "variance"):
+                given = use.args.get(key)
+                if given is not None and isinstance(given.value, V.Ref):
+                    statistics.setdefault(id(use.module), set()).add((given.value.scope, given.value.name))
+    for module in program.modules:
+        names = statistics.get(id(module))
+        if not names:
+            continue
+        for call in module.calls:
+            args = call.value.args
+            if len(args) < 2 or not isinstance(args[0], V.Ref) or (args[0].scope, args[0].name) not in names or \
+                    program.qualname(call.value.func, program.lexical(module, call.scope)) not in catalogue.ASSIGN:
+                continue
+            complement = next((v.right for v in V.walk(args[1]) if isinstance(v, V.BinOp) and v.op == "-"
+                               and V.const(v.left) == 1), None)
+            if complement is None:
+                continue
+            for site in program.sites(module, call):
+                decay = S.const_value(program, program.deref(complement, site.frame))
+                if isinstance(decay, float) and 0.0 < decay < 1.0:
+                    yield module, call, site, decay
+                    break
+
+
 class SlowMovingAverage(Rule):
     code = "BN009"
     invalid = (
@@ -140,11 +175,30 @@ with tf.Session() as sess:
     def check(self, program: Program, report: Report) -> None:
         uses = [use for use in program.batch_norms
                 if use.api.stateful and use.api.decay and use.how != "apply" and use.api.family != "bnaudit"]
-        if not uses:
+        averages = list(_hand_written_averages(program))
+        if not uses and not averages:
             return
         lengths = training_lengths(program)
         if not lengths:
             return
+        reported: set[tuple[int, str]] = set()
+        for module, call, site, decay in averages:
+            if (id(module), call.scope) in reported:
+                continue   # the moving mean's finding covers the moving variance beside it
+            calls = [(frame.parent.module, frame.site) for frame in site.frame.chain()
+                     if frame.site is not None and frame.parent is not None] + [(module, call)]
+            stated = [n for m, scope, n in lengths
+                      if any(m is cm and (not scope or _top(c.scope) == scope or not c.scope) for cm, c in calls)]
+            if stated and decay ** max(stated) > RESIDUAL_LIMIT:
+                steps = max(stated)
+                needed = math.ceil(math.log(0.01) / math.log(decay))
+                reported.add((id(module), call.scope))
+                report.add(self.code, module, call.loc,
+                           f"this moving average of batch statistics decays by {decay} over the {steps} training "
+                           f"steps this program runs, leaving {decay ** steps:.2f} of its initial value; it needs "
+                           f"about {needed} steps to get within 1%",
+                           fix="Lower the decay (0.9 needs 44 steps), or use bnaudit.layers, whose moving "
+                               "averages are bias-corrected.")
         for use in uses:
             # The longest run stated where this layer is built: in a function on its call chain, or at
             # the top level of a module on it.

@@ -110,6 +110,19 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     return None
 
 
+_HELD_OUT_WORDS = frozenset({"test", "val", "valid", "validation", "eval", "dev"})
+
+
+def _feeds_held_out(run) -> bool:
+    """A feed value spelled as held-out data: ``mnist.test.images``, ``x_val``, ``eval_batch[0]``."""
+    for _, value in run.feed.items:
+        for part in V.walk(value):
+            name = part.name if isinstance(part, (V.Ref, V.Dotted)) else part.attr if isinstance(part, V.Attr) else ""
+            if any(_words(word) & _HELD_OUT_WORDS for word in name.split(".")):
+                return True
+    return False
+
+
 def _calls_on_training_paths(program: Program) -> set[int]:
     """The calls on the way to every layer built where a model may be trained (memoized)."""
     memo = program.__dict__.get("_training_path_calls")
@@ -504,6 +517,7 @@ eval_loss = tf.reduce_sum(eval_logits)
         if not training:
             return
         executions = program.executions
+        training_feeds = {id(run.feed) for run in training if run.feed is not None}
         training_sites = executions.index((site for run in training for site in program.sites(run.module, run.call)),
                                           lambda site: site)
         constant_sites = executions.index(constant, lambda use: use.site)
@@ -513,13 +527,17 @@ eval_loss = tf.reduce_sum(eval_logits)
             sites = program.sites(run.module, run.call)
             if not sites:
                 continue
-            beside = run.feed is not None and self._apart_from_training(run, training) \
-                and not self._training_batch(program, run, training)
+            # Beside the training step: the trained layers themselves, on held-out data of its own
+            # (`x: mnist.test.images` every N steps; sampling a GAN on other noise is not evaluation).
+            beside = run.feed is not None and id(run.feed) not in training_feeds and _feeds_held_out(run) \
+                and self._apart_from_training(run, training) and not self._training_batch(program, run, training)
             if not beside and any(executions.together(site, other) is not False
                                   for site in sites for other in executions.near(site, training_sites)):
                 continue
             layers = list({id(use): use for site in sites for use in executions.near(site, constant_sites)
                            if executions.together(site, use.site)}.values())
+            if beside:
+                layers = [use for use in layers if program.dataflow.feeds_training(use) is True]
             if layers and self._fetches_layers(program, run, layers):
                 report.add(self.code, run.module, run.call.loc, self._message())
 
@@ -560,19 +578,28 @@ eval_loss = tf.reduce_sum(eval_logits)
             located = program.deref(value, frame)
             while isinstance(located.value, V.Subscript):
                 located = program.deref(located.value.base, located.frame)
-            return None if located.value is V.UNKNOWN else id(located.value)   # unknown: no match
+            return None if located.value is V.UNKNOWN else id(located.value)   # unknown: may be the same
 
-        def fed(one) -> dict[int, int]:
-            return {id(program.deref(key, one.feed_frame).value): source(value, one.feed_frame)
+        def fed(one, frame) -> dict[int, int | None]:
+            return {id(program.deref(key, frame).value): source(value, frame)
                     for key, value in one.feed.items if key is not None}
-        mine = fed(run)
+
+        def frames(one) -> list:
+            # A feed written in the run's function is read in each activation (`state_batch` is the
+            # caller's batch, passed to both `train()` and `actions()`), else where it was written.
+            if one.feed_frame is not one.frame:
+                return [one.feed_frame]
+            return [site.frame for site in program.sites(one.module, one.call)[:4]] or [one.feed_frame]
+        mine_all = [fed(run, frame) for frame in frames(run)]
         for other in training:
             if other.feed is None:
                 continue
-            theirs = fed(other)
-            shared = [key for key in mine if key in theirs and mine[key] is not None and mine[key] == theirs[key]]
-            if len(shared) >= len(mine) - 1 and len(mine) > 1:   # all but the flag itself
-                return True
+            for theirs in (fed(other, frame) for frame in frames(other)):
+                for mine in mine_all:
+                    shared = [key for key in mine if key in theirs and (
+                        mine[key] is None or theirs[key] is None or mine[key] == theirs[key])]
+                    if len(shared) >= len(mine) - 1 and len(mine) > 1:   # all but the flag itself
+                        return True
         return False
 
     @staticmethod
