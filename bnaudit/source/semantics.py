@@ -171,6 +171,18 @@ def full_scope(program: Program, use: BatchNormUse) -> str | None:
     return "/".join(p for p in parts if p)
 
 
+def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
+    """``outer/inner``: the variable scopes a layer is built in, opened by name ("" for none), or None
+    when one is unknown or automatic (a ``default_name``, a scope object)."""
+    parts: list[str] = []
+    for call, frame, _ in variable_scopes(program, use.site):
+        name = scope_name(program, call.args[0] if call.args else call.kwarg("name_or_scope"), frame)
+        if name is None:
+            return None
+        parts.append(name.strip("/"))
+    return "/".join(p for p in parts if p)
+
+
 def layer_label(program: Program, use: BatchNormUse) -> str:
     """How a message names a layer: its scope if known, else the API and the function it is built in."""
     scope = full_scope(program, use)

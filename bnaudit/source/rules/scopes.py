@@ -95,10 +95,20 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                 elif same_call and earlier.scope is None and later.scope is None and \
                         self._evaluation_copy(program, earlier, later):
                     kind = "rebuilt"
+                elif same_call and self._default_named(later) and \
+                        (enclosing := S.enclosing_scope(program, later.use)) and \
+                        enclosing == S.enclosing_scope(program, earlier.use):
+                    # Re-entering `dis` restarts its default names (BatchNorm, BatchNorm_1, ...), so the
+                    # second build asks for the first one's variables without reuse.
+                    kind = "default"
                 else:
                     continue
                 module, call = self._divergence(earlier, later)
-                if kind == "scope":
+                if kind == "default":
+                    message = (f"batch norm is built again in scope `{enclosing}` without reuse: re-entering "
+                               f"the scope restarts its default layer names, so TF raises 'Variable "
+                               f"{enclosing}/.../beta already exists' (or, renamed, the copies share nothing)")
+                elif kind == "scope":
                     message = (f"batch-norm scope `{later.scope}` is created a second time without reuse: TF "
                                f"raises 'Variable {later.scope}/beta already exists', or, under a fresh name, "
                                f"this layer trains its own statistics instead of sharing them")
@@ -108,6 +118,12 @@ b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1'
                                "untrained moving statistics (mean 0, variance 1)")
                 report.add(self.code, module, call.loc, message)
                 break
+
+    @staticmethod
+    def _default_named(layer: _Layer) -> bool:
+        """The layer takes its variable scope's default name (no ``scope=``/``name=`` given)."""
+        api = layer.use.api
+        return api.scope is not None and api.scope not in layer.use.args and not layer.use.unknown_args
 
     @staticmethod
     def _divergence(earlier: _Layer, later: _Layer) -> tuple[ModuleFacts, CallFact]:
