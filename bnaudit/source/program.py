@@ -294,6 +294,10 @@ class Program:
                 break
         else:
             found = self.method(module, cls, attr)
+            if found is None:
+                given = self._dict_updated(module, cls, attr, frame)
+                if given is not None:
+                    return given
             return Located(V.FunctionRef(found[0].path, found[1].qualname) if found else V.UNKNOWN, frame)
         assign = assigns[-1]
         where = assign.function
@@ -343,6 +347,34 @@ class Program:
                     index.setdefault(key, []).append((call.value.args[-1], call.scope))
         return [Located(value, frame if scope == frame.function else self.lexical(module, scope))
                 for value, scope in index.get((ref.scope, ref.name), ())]
+
+    def _dict_updated(self, module: ModuleFacts, cls: str, attr: str, frame: Frame) -> Located | None:
+        """``self.__dict__.update(kwargs)`` in ``__init__(self, **kwargs)``: the attribute is the keyword
+        of that name in the call that built the object (``WGAN(gen=generator, disc=discriminator)``)."""
+        for owner, owner_cls in self.mro(module, cls):
+            init = owner.functions.get(f"{owner_cls}.__init__")
+            if init is None or not init.dstar:
+                continue
+            if not any(call.scope == init.qualname and isinstance(call.value.func, V.Attr)
+                       and call.value.func.attr == "update" and isinstance(call.value.func.base, V.Ref)
+                       and call.value.func.base.name == "self.__dict__" and call.value.args
+                       and isinstance(call.value.args[0], V.Ref) and call.value.args[0].name == init.dstar
+                       for call in owner.calls):
+                continue
+            for candidate in frame.chain():
+                if not candidate.bindings or "self" not in candidate.bindings:
+                    continue
+                value, value_frame = candidate.bindings["self"]
+                located = self.deref(value, value_frame)
+                if isinstance(located.value, V.Call) and located.value.kwarg(attr) is not None:
+                    return Located(located.value.kwarg(attr), located.frame)
+                return None
+            callers = self._callers.get((id(owner), init.qualname), []) if self._callers is not None else []
+            if len(callers) == 1 and callers[0][1].value.kwarg(attr) is not None:
+                caller_module, call = callers[0]
+                return Located(call.value.kwarg(attr), self.lexical(caller_module, call.scope))
+            return None
+        return None
 
     def _constructor_frame(self, module: ModuleFacts, cls: str, frame: Frame, init: str) -> Frame | None:
         """The ``init`` activation (``__init__`` of the class or a base) that built the receiver of the
