@@ -179,6 +179,5 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
 
     @staticmethod
     def _message(what: str) -> str:
-        return (f"this {what} saves only trainable variables, but moving_mean/moving_variance are not trainable: "
-                f"they are never saved, and a restored model fails with 'uninitialized value .../moving_mean' or "
-                f"runs inference with the initial statistics (mean 0, variance 1)")
+        return (f"this {what} saves only trainable variables, so batch norm's moving_mean/moving_variance "
+                f"(not trainable) are never saved")

@@ -302,9 +302,8 @@ def train_step(x, y):
             if in_tape and S.holds_batch_norm(program, call.value.func, site.frame) and \
                     not _trains_by_default(program, call.value.func, site.frame):
                 report.add(self.code, module, call.loc,
-                           "a model with batch norm is called inside tf.GradientTape without `training=True`: "
-                           "Keras then runs batch norm in inference mode, so the moving statistics never move "
-                           "and the model is trained on the wrong normalization",
+                           "a model with batch norm is called inside tf.GradientTape without `training=True`, "
+                           "so Keras runs its batch norm in inference mode while it trains",
                            fix="Call the model as `model(x, training=True)` in the training step.")
                 return
 

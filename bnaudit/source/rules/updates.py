@@ -89,6 +89,7 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
     )
 
     def check(self, program: Program, report: Report) -> None:
+        self._keras_in_graph(program, report)
         uses = [use for use in program.batch_norms if collection_updates(program, use)]
         if not uses:
             return
@@ -96,6 +97,41 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
             for call in module.calls:
                 if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS:
                     self._judge(program, report, module, call, uses)
+
+    def _keras_in_graph(self, program: Program, report: Report) -> None:
+        """A Keras model or layer with batch norm, called in training mode in a TF1 graph (sessions,
+        placeholders, an Estimator's model_fn) and trained by a plain train op: Keras keeps the
+        moving-average updates in ``model.updates``, never in UPDATE_OPS, so nothing runs them."""
+        flow = program.dataflow
+        calls = [(module, call) for module in program.modules for call in module.calls
+                 if isinstance(call.value.func, (V.Ref, V.Attr))
+                 and (given := _object_call_training(call.value)) is not None and V.const(given, "?") is not False]
+        if not calls:
+            return
+        for site in flow.train_ops:
+            if not isinstance(site.call.value.func, V.Attr) or not _graph_mode(program, site.module) or \
+                    _runs_keras_updates(program, site):
+                continue
+            strings, _ = flow.reached(site)
+            for module, call in calls:
+                for layer_site in program.sites(module, call):
+                    if program.executions.together(site, layer_site) is False or \
+                            not _keras_batch_norm(program, call.value.func, layer_site.frame):
+                        continue
+                    chain = [(frame.parent.module, frame.site) for frame in reversed(list(layer_site.frame.chain()))
+                             if frame.site is not None and frame.parent is not None] + [(module, call)]
+                    if S.feeds_from(strings, chain):
+                        report.add(self.code, site.module, site.call.loc,
+                                   "this train op does not run the moving-average updates of the Keras batch norm "
+                                   "in the model called at {0}: in a TF1 graph Keras keeps them in "
+                                   "`model.updates`, not in UPDATE_OPS",
+                                   related=((module.path, call.loc),),
+                                   fix="Build the train op under `tf.control_dependencies(model.updates)` (or "
+                                       "train with `model.fit`), or use `bnaudit.layers.batch_norm`.")
+                        break
+                else:
+                    continue
+                break
 
     def _judge(self, program: Program, report: Report, module: ModuleFacts, call: CallFact,
                uses: list[BatchNormUse]) -> None:
@@ -121,8 +157,7 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                 report.add(self.code, module, call.loc,
                            f"this train op does not run the moving-average updates of batch norm "
                            f"{S.layer_label(program, first)} ({{0}}){more}: {why}, so "
-                           f"moving_mean/moving_variance stay at their initial values and the model is wrong at "
-                           f"inference (training accuracy fine, test accuracy near chance)",
+                           f"moving_mean/moving_variance never leave their initial values",
                            related=((first.module.path, first.call.loc),))
                 return
             early = self._read_too_early(program, site)
@@ -270,3 +305,50 @@ def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> 
             else:
                 after = True
     return before, after
+
+
+def _object_call_training(call: V.Call) -> V.Value | None:
+    given = call.kwarg("training")
+    if given is None and len(call.args) > 1:
+        given = call.args[1]
+    return given
+
+
+def _graph_mode(program: Program, module: ModuleFacts) -> bool:
+    """Graph-building code: TF1 markers, or an Estimator's model_fn (which always builds a graph)."""
+    return S.graph_mode(program, module) or any(
+        program.qualname(call.value.func, program.lexical(module, call.scope)) in catalogue.ESTIMATOR_SPECS
+        for call in module.calls if isinstance(call.value.func, (V.Dotted, V.Attr)))
+
+
+def _keras_batch_norm(program: Program, func: V.Value, frame) -> bool:
+    """A Keras object holding batch norm (tf.layers' own BatchNormalization class does add its
+    updates to UPDATE_OPS)."""
+    located = program.deref(func, frame)
+    if isinstance(located.value, V.Call):
+        api = program.api_of(located.value.func, located.frame)
+        if api is not None and api.family != "keras":
+            return False
+    return S.holds_batch_norm(program, func, frame)
+
+
+def _runs_keras_updates(program: Program, site: Site) -> bool:
+    """The train op depends on, or is grouped with, ``model.updates`` / ``model.get_updates_for(...)``."""
+    def mentions_updates(value: V.Value, frame) -> bool:
+        return S.contains(program, value, frame, lambda v, f: isinstance(v, V.Attr) and v.attr == "updates"
+                          or isinstance(v, V.Call) and isinstance(v.func, V.Attr)
+                          and v.func.attr == "get_updates_for")
+    for ctx, frame in site.contexts():
+        located = program.deref(ctx.value, frame)
+        if isinstance(located.value, V.Call) and located.value.args and \
+                program.qualname(located.value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES and \
+                mentions_updates(located.value.args[0], located.frame):
+            return True
+    for other in site.module.calls:
+        frame = program.lexical(site.module, other.scope)
+        if program.qualname(other.value.func, frame) in catalogue.GROUPING and \
+                S.contains(program, other.value, frame, lambda v, f: v is site.call.value) and \
+                mentions_updates(other.value, frame):
+            return True
+    return False
+
