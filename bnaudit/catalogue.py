@@ -257,6 +257,10 @@ ESTIMATOR_SPECS = frozenset({
     "tensorflow_estimator.estimator.EstimatorSpec",
 })
 
+# Library networks built from slim layers (`inception.inception_v3(images)` from slim's nets): under an
+# arg_scope with normalizer_fn=batch_norm, their conv layers are batch-normalized with its params.
+SLIM_NETS_PREFIXES = ("tensorflow.contrib.slim.nets.", "tensorflow.contrib.slim.python.slim.nets.", "tf_slim.nets.")
+
 # Layers that apply `normalizer_fn=batch_norm` (given directly or through an arg_scope).
 SLIM_NORMALIZED_LAYERS = frozenset(
     f"{module}.{layer}"

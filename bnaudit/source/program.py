@@ -478,6 +478,9 @@ class Program:
             if isinstance(name, V.Const) and isinstance(name.value, str) and name.value:
                 return Located(V.Dotted(name.value), frame)
             return None
+        if isinstance(value, V.Dotted) and value.name.rpartition(".")[0] in catalogue.FLAG_CONTAINERS:
+            # `from absl.flags import FLAGS` ... `FLAGS.train_steps`, already spelled out by the import
+            return self.option_default(value.name.rpartition(".")[2], frame.module if frame is not None else None)
         if isinstance(value, V.Dotted):
             found = self._lookup_dotted(value.name, frame.module if frame is not None else None)
             if found is not None:
@@ -884,6 +887,7 @@ class Program:
         func = call.value.func
         # Cheapest screen: an imported name or a method says what it is by its spelling.
         if isinstance(func, V.Dotted) and func.name not in _BN_NAMES and call.value.kwarg("normalizer_fn") is None \
+                and not func.name.startswith(catalogue.SLIM_NETS_PREFIXES) \
                 and self._lookup_dotted(func.name, module) is None:  # (a name defined in a checked module may be a partial)
             return []
         if isinstance(func, V.Attr) and func.attr not in catalogue.BN_WORDS \
@@ -896,7 +900,7 @@ class Program:
             if value.name in catalogue.ARG_SCOPE:
                 return []  # configures layers; the layers it configures are the uses
             if catalogue.lookup(value.name) is not None or value.name in catalogue.SLIM_NORMALIZED_LAYERS \
-                    or call.value.kwarg("normalizer_fn") is not None:
+                    or call.value.kwarg("normalizer_fn") is not None or value.name.startswith(catalogue.SLIM_NETS_PREFIXES):
                 return self.sites(module, call)
             return []
         if isinstance(value, V.Call):
@@ -936,6 +940,9 @@ class Program:
                 return [use]
         elif isinstance(value, V.Dotted):
             api = catalogue.lookup(value.name)
+            if api is None and value.name.startswith(catalogue.SLIM_NETS_PREFIXES):
+                # A slim network from the library: its conv layers take the arg_scope's normalizer.
+                return self._normalized_layer(site, value.name, library=True)
             if api is None:
                 # A slim layer with normalizer_fn=batch_norm, explicitly or from an arg_scope.
                 return self._normalized_layer(site, value.name)
@@ -1087,17 +1094,18 @@ class Program:
                         self.qualname(scope.value.func, child) in catalogue.ARG_SCOPE] + [Located(assign.value, child)]
         return []
 
-    def _normalized_layer(self, site: Site, layer_name: str) -> list[BatchNormUse]:
+    def _normalized_layer(self, site: Site, layer_name: str, library: bool = False) -> list[BatchNormUse]:
         call = site.call.value
-        normalizer = call.kwarg("normalizer_fn")
-        params_value = call.kwarg("normalizer_params")
+        normalizer = None if library else call.kwarg("normalizer_fn")
+        params_value = None if library else call.kwarg("normalizer_params")
         frame: Frame | None = site.frame
         params_frame: Frame | None = site.frame
         if normalizer is None or params_value is None:
             # arg_scope supplies each keyword the call does not give (`conv2d(..., normalizer_fn=fn)`
             # still takes the scope's normalizer_params).
             for (funcs, kwargs, ctx_frame), _, _ in reversed(self.arg_scopes(site)):
-                if any(self.qualname(f, ctx_frame) == layer_name for f in funcs):
+                if any(self.qualname(f, ctx_frame) == layer_name or library and self.qualname(f, ctx_frame)
+                       in catalogue.SLIM_NORMALIZED_LAYERS for f in funcs):
                     assert isinstance(kwargs, V.Dict)
                     for key, item in kwargs.items:
                         if isinstance(key, V.Const) and key.value == "normalizer_fn" and normalizer is None:
