@@ -314,22 +314,51 @@ def _object_call_training(call: V.Call) -> V.Value | None:
     return given
 
 
+_GRAPH_ONLY = frozenset({"tensorflow.placeholder", "tensorflow.placeholder_with_default",
+                         "tensorflow.disable_v2_behavior", "tensorflow.disable_eager_execution"})
+
+
 def _graph_mode(program: Program, module: ModuleFacts) -> bool:
-    """Graph-building code: TF1 markers, or an Estimator's model_fn (which always builds a graph)."""
-    return S.graph_mode(program, module) or any(
-        program.qualname(call.value.func, program.lexical(module, call.scope)) in catalogue.ESTIMATOR_SPECS
-        for call in module.calls if isinstance(call.value.func, (V.Dotted, V.Attr)))
+    """Code that certainly builds a graph: placeholders or eager execution disabled, an Estimator's
+    model_fn, or a session that runs a train op.  (A TF2 script may open a Session only to set GPU
+    options, and still run eagerly.)"""
+    for call in module.calls:
+        if isinstance(call.value.func, (V.Dotted, V.Attr)):
+            name = program.qualname(call.value.func, program.lexical(module, call.scope))
+            if name in _GRAPH_ONLY or name in catalogue.ESTIMATOR_SPECS:
+                return True
+    flow = program.dataflow
+    return any(run.module is module and flow.runs_train_op(run) for run in flow.runs)
 
 
 def _keras_batch_norm(program: Program, func: V.Value, frame) -> bool:
     """A Keras object holding batch norm (tf.layers' own BatchNormalization class does add its
     updates to UPDATE_OPS)."""
     located = program.deref(func, frame)
-    if isinstance(located.value, V.Call):
-        api = program.api_of(located.value.func, located.frame)
-        if api is not None and api.family != "keras":
-            return False
-    return S.holds_batch_norm(program, func, frame)
+    if not isinstance(located.value, V.Call):
+        return False
+    api = program.api_of(located.value.func, located.frame)
+    if api is not None:
+        return api.family == "keras"
+    name = program.qualname(located.value.func, located.frame) or ""
+    keras = name in catalogue.KERAS_MODELS or name.startswith(catalogue.KERAS_APPLICATION_MODULES)
+    cls = program.deref(located.value.func, located.frame).value
+    if isinstance(cls, V.FunctionRef) and (module := program.module_at(cls.module)) is not None and \
+            cls.function in module.classes:
+        # A program class: Keras only if it derives from a Keras Model or Layer.
+        keras = any(_keras_base(program, owner, owner_cls) for owner, owner_cls in program.mro(module, cls.function))
+    elif isinstance(cls, V.FunctionRef):
+        keras = True   # a function of the program that returns a model (`model = build_resnet()`)
+    return keras and S.holds_batch_norm(program, func, frame)
+
+
+def _keras_base(program: Program, module: ModuleFacts, cls: str) -> bool:
+    frame = program.lexical(module, "")
+    for base in module.classes[cls].bases:
+        name = program.qualname(base, frame) or ""
+        if name.split(".", 1)[0] in ("keras", "tf_keras") or name.startswith("tensorflow.keras."):
+            return True
+    return False
 
 
 def _runs_keras_updates(program: Program, site: Site) -> bool:
