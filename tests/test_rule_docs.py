@@ -11,7 +11,8 @@ from bnaudit import faults
 from support import check_text, code_blocks
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
-SECTIONS = ("## What it catches", "## Why it matters", "## Bad example", "## Good example", "## How to fix")
+SECTIONS = ("## What it catches", "## Why it matters", "## Known problems", "## Bad example", "## Good example",
+            "## How to fix")
 
 
 def front_matter(text: str) -> dict[str, str]:
