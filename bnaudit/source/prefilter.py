@@ -9,6 +9,7 @@ else is read, matched against a few regular expressions, and dropped.
 
 from __future__ import annotations
 
+import os
 import re
 
 from bnaudit import catalogue
@@ -88,31 +89,35 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # batch_normalization does not make every file importing it relevant).
     resolver = ImportResolver(texts)
     reaching = {normalize(path) for path in bn_paths if calls_batch_norm(texts[path])}
-    # Files that import a batch-norm module within three hops, imports resolved as Python does: the
-    # training script, and the model files between it and the layers (`train.py` -> `yolov4.py` ->
-    # `common.py`), which need mention nothing related themselves.
     imports = {path: {found for name in imported_modules(texts[path], *modules[path])
                       if (found := resolver.resolve(path, name)[0]) is not None}
                for path in texts}
-    for _ in range(3):
-        new = {normalize(path) for path, targets in imports.items() if targets & reaching}
+    by_norm = {normalize(path): path for path in texts}
+    related = {path for path in texts if path not in bn_paths and mentions_related(texts[path])}
+    # Files that reach a batch-norm module within two hops through scripts that train, evaluate or
+    # save.
+    for _ in range(2):
+        new = {normalize(path) for path in related if imports[path] & reaching}
         if new <= reaching:
             break
         reaching |= new
-    # The scripts that train, evaluate or save, and the files between them and the layers; a file
-    # that only reaches batch norm (a model zoo's other entry points) is not worth its parse.
-    by_norm = {normalize(path): path for path in texts}
-    related = {path for path in imports if path not in bn_paths and mentions_related(texts[path])}
+    # One model file between a script and the layers (`train.py` -> `core/yolov4.py` ->
+    # `core/common.py`; `main.py` -> `vaegan.py` -> `ops.py`), beside or below the script: it need
+    # mention nothing related itself.
+    bridges = {normalize(path) for path in texts if path not in related and imports[path] & reaching}
+    selected = set(bn_paths)
+    for path in related:
+        if imports[path] & reaching:
+            selected.add(path)
+            continue
+        # Only for a script that reaches the layers no other way.
+        crossing = [by_norm[target] for target in imports[path] & bridges
+                    if target in by_norm and _under(by_norm[target], os.path.dirname(path))]
+        if crossing:
+            selected.add(path)
+            selected.update(crossing)
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
-    dynamic = {path for path in related if "import_module(" in texts[path]}
-    frontier = {path for path in related if normalize(path) in reaching}
-    selected = bn_paths | dynamic | frontier
-    for _ in range(3):
-        frontier = {by_norm[target] for path in frontier for target in imports.get(path, ())
-                    if target in reaching and target in by_norm} - selected
-        if not frontier:
-            break
-        selected |= frontier
+    selected |= {path for path in related if "import_module(" in texts[path]}
     # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and
     # `from ..compat import tfv1 as tf` a module alias defined in a compat module.
     aliases: dict[str, bool] = {}
@@ -152,3 +157,8 @@ def _absolute(source: str, module: str, is_package: bool) -> str:
     for _ in range(dots - 1):
         anchor = anchor.rpartition(".")[0]
     return f"{anchor}.{base}" if base and anchor else (base or anchor)
+
+
+def _under(path: str, directory: str) -> bool:
+    return not directory or os.path.dirname(path) == directory or path.startswith(directory + os.sep)
+
