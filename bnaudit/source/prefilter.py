@@ -89,30 +89,37 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
     # batch_normalization does not make every file importing it relevant).
     resolver = ImportResolver(texts)
     reaching = {normalize(path) for path in bn_paths if calls_batch_norm(texts[path])}
-    imports = {path: {found for name in imported_modules(texts[path], *modules[path])
-                      if (found := resolver.resolve(path, name)[0]) is not None}
-               for path in texts}
+    known: dict[str, set[str]] = {}
+
+    def imports_of(path: str) -> set[str]:
+        """The checked modules a file imports (normalized paths), resolved as Python does; computed
+        only for the files that need it."""
+        found = known.get(path)
+        if found is None:
+            found = known[path] = {target for name in imported_modules(texts[path], *modules[path])
+                                   if (target := resolver.resolve(path, name)[0]) is not None}
+        return found
     by_norm = {normalize(path): path for path in texts}
     related = {path for path in texts if path not in bn_paths and mentions_related(texts[path])}
     # Files that reach a batch-norm module within two hops through scripts that train, evaluate or
     # save.
     for _ in range(2):
-        new = {normalize(path) for path in related if imports[path] & reaching}
+        new = {normalize(path) for path in related if imports_of(path) & reaching}
         if new <= reaching:
             break
         reaching |= new
     # One model file between a script and the layers (`train.py` -> `core/yolov4.py` ->
     # `core/common.py`; `main.py` -> `vaegan.py` -> `ops.py`), beside or below the script: it need
     # mention nothing related itself.
-    bridges = {normalize(path) for path in texts if path not in related and imports[path] & reaching}
     selected = set(bn_paths)
     for path in related:
-        if imports[path] & reaching:
+        if imports_of(path) & reaching:
             selected.add(path)
             continue
         # Only for a script that reaches the layers no other way.
-        crossing = [by_norm[target] for target in imports[path] & bridges
-                    if target in by_norm and _under(by_norm[target], os.path.dirname(path))]
+        crossing = [by_norm[target] for target in imports_of(path)
+                    if target in by_norm and by_norm[target] not in related
+                    and _under(by_norm[target], os.path.dirname(path)) and imports_of(by_norm[target]) & reaching]
         if crossing:
             selected.add(path)
             selected.update(crossing)
