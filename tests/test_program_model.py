@@ -238,6 +238,26 @@ CASES = {
         flag = tf.placeholder(tf.bool, [])
         y = BatchNorm(x, flag, scope='bn')
         """,
+    "layers reached by attribute on a mapping built from (name, layer) pairs": """
+        import tensorflow as tf
+        from bunch import Bunch
+        class batch_norm(object):
+            def __init__(self, name):
+                self.name = name
+            def __call__(self, x, train=True):
+                return tf.contrib.layers.batch_norm(x, is_training=train, updates_collections=None, scope=self.name)
+        class GAN(object):
+            def __init__(self):
+                self.bns = Bunch([("g_bn%i" % i, batch_norm(name="g_bn%i" % i)) for i in range(2)])
+                self.z = tf.placeholder(tf.float32, [None, 4])
+                with tf.variable_scope("gen"):
+                    out = self.bns.g_bn0(self.z)
+                train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(out))
+                with tf.variable_scope("gen", reuse=True):
+                    self.sampler = self.bns.g_bn0(self.z)  # expect: BN011
+            def sample(self, sess):
+                return sess.run(self.sampler)
+        """,
     "set_learning_phase(1) before export": """
         import tensorflow as tf
         tf.keras.backend.set_learning_phase(1)  # expect: BN011

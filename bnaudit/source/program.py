@@ -25,6 +25,7 @@ _BUILTINS = frozenset(dir(builtins)) | {"xrange", "unicode", "long", "raw_input"
 # Dotted callees that can build a batch norm (directly or as a slim layer's normalizer).
 _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) \
     | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
+_MAPPING_METHODS = frozenset(dir(dict)) | {"__dict__", "__class__"}
 MAX_DEPTH = 16          # steps when following a value through names and parameters
 MAX_CALL_DEPTH = 8      # caller levels when instantiating a function's calls
 MAX_INSTANCES = 96      # instantiations of one call site
@@ -465,6 +466,9 @@ class Program:
                 return Located(V.Dotted(catalogue.canonical(f"{base.value.name}.{value.attr}")), base.frame)
             if self._is_parsed_arguments(base):
                 return self.option_default(value.attr, base.frame.module if base.frame is not None else None)
+            if value.attr not in _MAPPING_METHODS:
+                # `layers.g_bn0` of an attribute dictionary built from (name, layer) pairs
+                return self._pairs_value(base)
             return None
         if isinstance(value, V.Subscript) and isinstance(value.index, V.Const) and \
                 isinstance(value.index.value, int) and not isinstance(value.index.value, bool):
@@ -515,14 +519,23 @@ class Program:
         % i, batch_norm(...)) for i in ...])["g_bn%i" % k]``."""
         base = self.deref(value.base, frame)
         found = base.value
-        if isinstance(found, V.Call) and len(found.args) == 1 and not found.kwargs:
+        if isinstance(found, V.Call):
+            return self._pairs_value(base)
+        if isinstance(found, V.Comprehension):
+            return Located(found.elt, base.frame)
+        return None
+
+    def _pairs_value(self, base: Located) -> Located | None:
+        """The value of a mapping built by a call from a comprehension of (key, value) pairs."""
+        found = base.value
+        if isinstance(found, V.Call) and _pairs_argument(found) is not None:
+            maker = self.deref(found.func, base.frame).value
+            if isinstance(maker, V.Dotted) and maker.name.split(".", 1)[0] in catalogue.LIBRARY_ROOTS:
+                return None   # np.array(pairs), tf.stack(pairs): an array, not a mapping
             pairs = self.deref(found.args[0], base.frame)
             if isinstance(pairs.value, V.Comprehension) and isinstance(pairs.value.elt, V.Seq) and \
                     len(pairs.value.elt.items) == 2:
                 return Located(pairs.value.elt.items[1], pairs.frame)
-            return None
-        if isinstance(found, V.Comprehension):
-            return Located(found.elt, base.frame)
         return None
 
     @cached_property
@@ -818,7 +831,9 @@ class Program:
         """Every function a call may reach: one, or for ``self.forward(...)`` each method the attribute
         is set to (``self.forward = self.forward_conv`` in one branch, ``self.forward_fc`` in another)."""
         func = call.value.func
-        if isinstance(func, V.Attr) and func.attr not in self._callable_names:
+        if isinstance(func, V.Attr) and func.attr not in self._callable_names and not (
+                isinstance(func.base, V.Ref) and any(isinstance(a.value, V.Call) and _pairs_argument(a.value)
+                                                     for a in module.assigns.get((func.base.scope, func.base.name), ()))):
             return []  # `x.get_shape()`: no function or class of the program has that name
         if isinstance(func, V.Ref) and "::" in func.scope:
             assigns = module.assigns.get((func.scope, func.name), ())
@@ -1182,4 +1197,12 @@ def _seen_here(assigns: list, function: str, loc: int) -> list:
     if before:
         return before
     return [a for a in assigns if a.function != function]
+
+
+def _pairs_argument(call: V.Call) -> V.Comprehension | None:
+    """``Mapping([(key, value) for ...])``: the comprehension of pairs a call is given alone."""
+    if len(call.args) == 1 and not call.kwargs and isinstance(call.args[0], V.Comprehension) and \
+            isinstance(call.args[0].elt, V.Seq) and len(call.args[0].elt.items) == 2:
+        return call.args[0]
+    return None
 
