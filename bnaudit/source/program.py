@@ -130,6 +130,7 @@ class Program:
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
         self._targets: dict[int, list[tuple[ModuleFacts, FunctionFact]]] = {}
         self._frames: dict[tuple[int, str, int], list[Frame]] = {}
+        self._sites: dict[int, tuple[list[Site], CallFact]] = {}
         self._parsing: set[int] = set()
         self._resolving: set[tuple[int, int]] = set()
         self._mros: dict[tuple[int, str], list[tuple[ModuleFacts, str]]] = {}
@@ -886,7 +887,13 @@ class Program:
         return Frame(module, fn.qualname, bindings, parent, call)
 
     def sites(self, module: ModuleFacts, call: CallFact) -> list[Site]:
-        return [Site(module, call, frame) for frame in self.frames(module, call.scope)]
+        """Every instantiation of a call, memoized: the same Site objects each time, so analyses keyed
+        by a site (its path, its graph) are computed once."""
+        key = id(call)
+        found = self._sites.get(key)
+        if found is None:
+            found = self._sites[key] = ([Site(module, call, frame) for frame in self.frames(module, call.scope)], call)
+        return found[0]
 
     # --------------------------------------------------------- batch norms
     @cached_property

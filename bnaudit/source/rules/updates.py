@@ -103,35 +103,41 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         placeholders, an Estimator's model_fn) and trained by a plain train op: Keras keeps the
         moving-average updates in ``model.updates``, never in UPDATE_OPS, so nothing runs them."""
         flow = program.dataflow
-        calls = [(module, call) for module in program.modules for call in module.calls
-                 if isinstance(call.value.func, (V.Ref, V.Attr))
-                 and (given := _object_call_training(call.value)) is not None and V.const(given, "?") is not False]
-        if not calls:
+        executions = program.executions
+        layers = []   # (site of the call of a Keras object with batch norm, its call chain)
+        for module in program.modules:
+            for call in module.calls:
+                if not isinstance(call.value.func, (V.Ref, V.Attr)):
+                    continue
+                given = _object_call_training(call.value)
+                if given is None or V.const(given, "?") is False:
+                    continue
+                for layer_site in program.sites(module, call):
+                    if _keras_batch_norm(program, call.value.func, layer_site.frame):
+                        chain = [(frame.parent.module, frame.site) for frame in reversed(list(layer_site.frame.chain()))
+                                 if frame.site is not None and frame.parent is not None] + [(module, call)]
+                        layers.append((layer_site, chain))
+        if not layers:
             return
+        by_entry = executions.index(layers, lambda layer: layer[0])
         for site in flow.train_ops:
-            if not isinstance(site.call.value.func, V.Attr) or not _graph_mode(program, site.module) or \
-                    _runs_keras_updates(program, site):
+            if not isinstance(site.call.value.func, V.Attr) or not _graph_mode(program, site.module):
+                continue
+            near = [layer for layer in executions.near(site, by_entry)
+                    if executions.together(site, layer[0]) is not False]
+            if not near or _runs_keras_updates(program, site):
                 continue
             strings, _ = flow.reached(site)
-            for module, call in calls:
-                for layer_site in program.sites(module, call):
-                    if program.executions.together(site, layer_site) is False or \
-                            not _keras_batch_norm(program, call.value.func, layer_site.frame):
-                        continue
-                    chain = [(frame.parent.module, frame.site) for frame in reversed(list(layer_site.frame.chain()))
-                             if frame.site is not None and frame.parent is not None] + [(module, call)]
-                    if S.feeds_from(strings, chain):
-                        report.add(self.code, site.module, site.call.loc,
-                                   "this train op does not run the moving-average updates of the Keras batch norm "
-                                   "in the model called at {0}: in a TF1 graph Keras keeps them in "
-                                   "`model.updates`, not in UPDATE_OPS",
-                                   related=((module.path, call.loc),),
-                                   fix="Build the train op under `tf.control_dependencies(model.updates)` (or "
-                                       "train with `model.fit`), or use `bnaudit.layers.batch_norm`.")
-                        break
-                else:
-                    continue
-                break
+            for layer_site, chain in near:
+                if S.feeds_from(strings, chain):
+                    report.add(self.code, site.module, site.call.loc,
+                               "this train op does not run the moving-average updates of the Keras batch norm "
+                               "in the model called at {0}: in a TF1 graph Keras keeps them in "
+                               "`model.updates`, not in UPDATE_OPS",
+                               related=((layer_site.module.path, layer_site.call.loc),),
+                               fix="Build the train op under `tf.control_dependencies(model.updates)` (or "
+                                   "train with `model.fit`), or use `bnaudit.layers.batch_norm`.")
+                    break
 
     def _judge(self, program: Program, report: Report, module: ModuleFacts, call: CallFact,
                uses: list[BatchNormUse]) -> None:
