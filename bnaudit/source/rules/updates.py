@@ -104,6 +104,11 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         moving-average updates in ``model.updates``, never in UPDATE_OPS, so nothing runs them."""
         flow = program.dataflow
         executions = program.executions
+        graph_ops = [site for site in flow.train_ops
+                     if isinstance(site.call.value.func, V.Attr) and _graph_mode(program, site.module)]
+        if not graph_ops:
+            return
+        ops_by_entry = executions.index(graph_ops, lambda site: site)
         layers = []   # (site of the call of a Keras object with batch norm, its call chain)
         for module in program.modules:
             for call in module.calls:
@@ -113,16 +118,15 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                 if given is None or V.const(given, "?") is False:
                     continue
                 for layer_site in program.sites(module, call):
-                    if _keras_batch_norm(program, call.value.func, layer_site.frame):
+                    if next(executions.near(layer_site, ops_by_entry), None) is not None and \
+                            _keras_batch_norm(program, call.value.func, layer_site.frame):
                         chain = [(frame.parent.module, frame.site) for frame in reversed(list(layer_site.frame.chain()))
                                  if frame.site is not None and frame.parent is not None] + [(module, call)]
                         layers.append((layer_site, chain))
         if not layers:
             return
         by_entry = executions.index(layers, lambda layer: layer[0])
-        for site in flow.train_ops:
-            if not isinstance(site.call.value.func, V.Attr) or not _graph_mode(program, site.module):
-                continue
+        for site in graph_ops:
             near = [layer for layer in executions.near(site, by_entry)
                     if executions.together(site, layer[0]) is not False]
             if not near or _runs_keras_updates(program, site):
