@@ -133,6 +133,10 @@ def _calls_on_training_paths(program: Program) -> set[int]:
     return memo
 
 
+# A layer of an evaluation copy: the calls of its own path, the layer, and where its flag is decided.
+_CopyLayer = tuple[list[tuple[ModuleFacts, CallFact]], BatchNormUse, tuple[ModuleFacts, CallFact]]
+
+
 def _common_prefix(a: list[tuple[ModuleFacts, CallFact]], b: list[tuple[ModuleFacts, CallFact]]
                    ) -> list[tuple[ModuleFacts, CallFact]]:
     out = []
@@ -410,10 +414,7 @@ eval_loss = tf.reduce_sum(eval_logits)
         picked = selected_layers(program)
         constant: list[BatchNormUse] = []   # layers in training mode whatever is fed
         restoring = program.executions.index(program.restores_and_exports, lambda site: site)
-        # The layers of each copy, by the call that starts the copy: (its calls, the layer, where
-        # its flag is decided).
-        copies: dict[int, list[tuple[list[tuple[ModuleFacts, CallFact]], BatchNormUse,
-                                     tuple[ModuleFacts, CallFact]]]] = {}
+        copies: dict[int, list[_CopyLayer]] = {}   # the layers of each copy, by the call that starts it
         for use in uses:
             decision = batch_statistics_decision(program, use)
             if decision is None:
@@ -429,19 +430,7 @@ eval_loss = tf.reduce_sum(eval_logits)
             elif id(use.call.value) not in picked:
                 constant.append(use)
         for layers in copies.values():
-            decisions = {id(decision[1]): decision for _, _, decision in layers}
-            if len(decisions) == 1 and any(self._asked_for_inference(program, use) for _, use, _ in layers):
-                # `self.g_bn0(h, train=False)` into a wrapper that drops `train`: the fix is there.
-                module, call = next(iter(decisions.values()))
-                report.add(self.code, module, call.loc, self._dropped_flag_message())
-                continue
-            # One finding per copy: the deepest call on the way that all its layers share
-            # (`self.sampler(z)`, not each of the layers a hand-copied sampler() repeats).
-            common = layers[0][0]
-            for stretch, _, _ in layers[1:]:
-                common = _common_prefix(common, stretch)
-            module, call = common[-1]
-            report.add(self.code, module, call.loc, self._message())
+            self._report_copy(program, report, layers)
         self._evaluation_feeds(program, report, uses)
         self._evaluation_runs(program, report, constant)
         for use_module, call in self._keras_calls(program):
@@ -451,6 +440,21 @@ eval_loss = tf.reduce_sum(eval_logits)
                        f"a restored model is built with `{keyword}=True` in an execution that trains nothing: "
                        f"its batch norm runs with batch statistics")
         self._learning_phase(program, report)
+
+    def _report_copy(self, program: Program, report: Report, layers: list[_CopyLayer]) -> None:
+        """One finding per evaluation copy: at the one layer call that drops a ``train=False`` the copy
+        asks for (the fix is there), else at the deepest call on the way that all its layers share
+        (``self.sampler(z)``, not each of the layers a hand-copied ``sampler()`` repeats)."""
+        decisions = {id(decision[1]): decision for _, _, decision in layers}
+        if len(decisions) == 1 and any(self._asked_for_inference(program, use) for _, use, _ in layers):
+            module, call = next(iter(decisions.values()))
+            report.add(self.code, module, call.loc, self._dropped_flag_message())
+            return
+        common = layers[0][0]
+        for stretch, _, _ in layers[1:]:
+            common = _common_prefix(common, stretch)
+        module, call = common[-1]
+        report.add(self.code, module, call.loc, self._message())
 
     def _evaluation_feeds(self, program: Program, report: Report, uses: list[BatchNormUse]) -> None:
         """Runs that evaluate with batch statistics: a run that trains nothing feeds True to the flag
