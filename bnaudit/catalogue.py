@@ -397,7 +397,8 @@ KERAS_MODELS = frozenset(
 )
 # keras.applications architectures that contain batch norm (matched on the last name component).
 KERAS_APPLICATION_PREFIXES = ("ResNet", "MobileNet", "EfficientNet", "DenseNet", "Inception", "Xception", "NASNet")
-KERAS_APPLICATION_MODULES = ("keras.applications.", "tensorflow.keras.applications.", "tf_keras.applications.")
+KERAS_MODULES = ("keras.", "tensorflow.keras.", "tf_keras.")
+KERAS_APPLICATION_MODULES = tuple(f"{prefix}applications." for prefix in KERAS_MODULES)
 
 SAVED_MODEL_SAVE = frozenset({"tensorflow.saved_model.save", "tensorflow.keras.models.save_model",
                               "keras.models.save_model", "keras.saving.save_model",
@@ -420,11 +421,13 @@ STEP_NAMES = frozenset({"max_steps", "num_steps", "number_of_steps", "train_step
                         "num_train_steps", "training_steps", "n_steps", "steps", "num_iterations",
                         "max_iter", "iterations", "num_iters"})
 # Calls that mean the graph is built TF1-style (placeholders and sessions).
-GRAPH_MODE_MARKERS = frozenset({
-    "tensorflow.placeholder", "tensorflow.placeholder_with_default", "tensorflow.Session",
-    "tensorflow.InteractiveSession", "tensorflow.disable_v2_behavior", "tensorflow.disable_eager_execution",
-    "tensorflow.train.MonitoredTrainingSession",
+# Calls that only graph-mode code makes (a TF2 script may open a Session just to set GPU options).
+GRAPH_ONLY_MARKERS = frozenset({
+    "tensorflow.placeholder", "tensorflow.placeholder_with_default", "tensorflow.disable_v2_behavior",
+    "tensorflow.disable_eager_execution",
 })
+GRAPH_MODE_MARKERS = GRAPH_ONLY_MARKERS | {
+    "tensorflow.Session", "tensorflow.InteractiveSession", "tensorflow.train.MonitoredTrainingSession"}
 
 # Keyword names that, True, put the model a call builds in training mode (`phase_train=True`).
 TRAINING_KEYWORDS = frozenset({"is_training", "training", "phase_train", "is_train", "train"})

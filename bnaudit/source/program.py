@@ -80,6 +80,14 @@ class Site:
     def root(self) -> Frame:
         return list(self.frame.chain())[-1]
 
+    @cached_property
+    def chain(self) -> list[tuple[ModuleFacts, CallFact]]:
+        """The call sites from the program's top level down to this call."""
+        out = [(frame.parent.module, frame.site) for frame in reversed(list(self.frame.chain()))
+               if frame.site is not None and frame.parent is not None]
+        out.append((self.module, self.call))
+        return out
+
 
 @dataclass(eq=False)
 class BatchNormUse:
@@ -96,14 +104,10 @@ class BatchNormUse:
     def module(self) -> ModuleFacts:
         return self.site.module
 
-    @cached_property
+    @property
     def chain(self) -> list[tuple[ModuleFacts, CallFact]]:
         """The call sites from the program's top level down to the batch-norm call."""
-        frames = list(self.site.frame.chain())
-        out = [(frame.parent.module, frame.site) for frame in reversed(frames)
-               if frame.site is not None and frame.parent is not None]
-        out.append((self.module, self.call))
-        return out
+        return self.site.chain
 
     @property
     def call(self) -> CallFact:

@@ -155,20 +155,14 @@ def is_name_scope(program: Program, value: V.Value | None, frame: Frame | None) 
 
 def full_scope(program: Program, use: BatchNormUse) -> str | None:
     """``outer/inner/bn``: where the layer's variables live, or None when any part is unknown/automatic."""
-    parts: list[str] = []
-    for call, frame, _ in variable_scopes(program, use.site):
-        name = scope_name(program, call.args[0] if call.args else call.kwarg("name_or_scope"), frame)
-        if name is None:
-            return None
-        parts.append(name.strip("/"))
     own = use.args.get(use.api.scope) if use.api.scope else None
     if own is None:
         return None
+    outer = enclosing_scope(program, use)
     name = scope_name(program, own.value, own.frame)
-    if name is None:
+    if outer is None or name is None:
         return None
-    parts.append(name.strip("/"))
-    return "/".join(p for p in parts if p)
+    return "/".join(p for p in (outer, name.strip("/")) if p)
 
 
 def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
@@ -409,6 +403,15 @@ def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) ->
     if value is None and len(call.args) > 8:
         value = call.args[8]
     return Located(value, frame) if value is not None else None
+
+
+def object_call_training(call: V.Call) -> V.Value | None:
+    """The ``training`` a Keras object is called with: ``model(x, training=True)``, or positionally
+    (Keras 2, and Keras 3's call signature, take it second)."""
+    given = call.kwarg("training")
+    if given is None and len(call.args) > 1:
+        given = call.args[1]
+    return given
 
 
 def call_chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:

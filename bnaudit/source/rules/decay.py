@@ -159,6 +159,23 @@ with tf.Session() as sess:
     for step in range(1000):
         sess.run(train_op)
 """,
+        """
+import tensorflow as tf
+def bn(x, is_training, decay=0.999):
+    pop_mean = tf.Variable(tf.zeros([4]), trainable=False)
+    if is_training:
+        mean, var = tf.nn.moments(x, [0])
+        update = tf.assign(pop_mean, decay * pop_mean + (1 - decay) * mean)  # expect: BN009
+        with tf.control_dependencies([update]):
+            return tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
+    return tf.nn.batch_normalization(x, pop_mean, 1.0, None, None, 1e-3)
+x = tf.placeholder(tf.float32, [None, 4])
+h = bn(x, True)
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+with tf.Session() as sess:
+    for step in range(1000):
+        sess.run(train_op)
+""",
     )
     valid = (
         """
@@ -185,8 +202,7 @@ with tf.Session() as sess:
         for module, call, site, decay in averages:
             if (id(module), call.scope) in reported:
                 continue   # the moving mean's finding covers the moving variance beside it
-            calls = [(frame.parent.module, frame.site) for frame in site.frame.chain()
-                     if frame.site is not None and frame.parent is not None] + [(module, call)]
+            calls = site.chain
             stated = [n for m, scope, n in lengths
                       if any(m is cm and (not scope or _top(c.scope) == scope or not c.scope) for cm, c in calls)]
             if stated and decay ** max(stated) > RESIDUAL_LIMIT:

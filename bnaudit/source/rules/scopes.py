@@ -40,6 +40,15 @@ x = tf.placeholder(tf.float32, [None, 4])
 with tf.variable_scope('bnormalization') as scope:
     y = tf.contrib.layers.batch_norm(x, reuse=True, scope=scope)  # expect: BN002
 """,
+        """
+import tensorflow.compat.v1 as tf
+def discriminator(x, reuse=False):
+    with tf.variable_scope('dis'):
+        return tf.layers.batch_normalization(x, training=True)
+x = tf.placeholder(tf.float32, [None, 4])
+real = discriminator(x)
+fake = discriminator(x, reuse=True)  # expect: BN002
+""",
     )
     valid = (
         """
@@ -47,6 +56,15 @@ import tensorflow as tf
 x = tf.placeholder(tf.float32, [None, 4])
 a = tf.contrib.layers.batch_norm(x, scope='conv1')
 b = tf.contrib.layers.batch_norm(x, is_training=False, reuse=True, scope='conv1')
+""",
+        """
+import tensorflow.compat.v1 as tf
+def discriminator(x, reuse=False):
+    with tf.variable_scope('dis', reuse=reuse):
+        return tf.layers.batch_normalization(x, training=True)
+x = tf.placeholder(tf.float32, [None, 4])
+real = discriminator(x)
+fake = discriminator(x, reuse=True)
 """,
     )
 

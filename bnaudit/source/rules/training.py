@@ -221,13 +221,6 @@ def _is_tape(program: Program, ctx, module: ModuleFacts) -> bool:
         program.qualname(ctx.value.func, program.lexical(module, ctx.scope)) in catalogue.GRADIENT_TAPE
 
 
-def _object_call_training(call: V.Call) -> V.Value | None:
-    given = call.kwarg("training")
-    if given is None and len(call.args) > 1:
-        given = call.args[1]  # Keras 2 (and Keras 3's call signature) take training positionally
-    return given
-
-
 class TrainingFlagUnset(Rule):
     code = "BN006"
     invalid = (
@@ -285,7 +278,7 @@ def train_step(x, y):
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = _object_call_training(call.value)
+                given = S.object_call_training(call.value)
                 if given is not None and not (isinstance(given, V.Const) and given.value is None):
                     continue
                 # Read lexically first: a callee that is plainly not a model needs no instantiation.
@@ -711,7 +704,7 @@ eval_loss = tf.reduce_sum(eval_logits)
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = _object_call_training(call.value)
+                given = S.object_call_training(call.value)
                 if not (isinstance(given, V.Const) and given.value is True):
                     continue
                 fn = module.functions.get(call.scope.split(".<lambda")[0])
@@ -721,8 +714,7 @@ eval_loss = tf.reduce_sum(eval_logits)
                 for site in program.sites(module, call):
                     if not S.holds_batch_norm(program, call.value.func, site.frame):
                         continue
-                    chain = [(frame.parent.module, frame.site) for frame in reversed(list(site.frame.chain()))
-                             if frame.site is not None and frame.parent is not None] + [(module, call)]
+                    chain = site.chain
                     if serving or not any(S.feeds_from(strings, chain) for strings, _ in traces):
                         yield module, call
                         break

@@ -68,8 +68,24 @@ loss = tf.reduce_mean(model(x, True))
 with tf.control_dependencies(update_ops):
     train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)  # expect: BN001
 """,
+        """
+import tensorflow.compat.v1 as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])
+x = tf.placeholder(tf.float32, [None, 4])
+loss = tf.reduce_mean(model(x, training=True))
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)  # expect: BN001
+""",
     )
     valid = (
+        """
+import tensorflow.compat.v1 as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])
+x = tf.placeholder(tf.float32, [None, 4])
+loss = tf.reduce_mean(model(x, training=True))
+with tf.control_dependencies(model.updates):
+    train_op = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+""",
         """
 import tensorflow as tf
 x = tf.placeholder(tf.float32, [None, 4])
@@ -109,31 +125,29 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
         if not graph_ops:
             return
         ops_by_entry = executions.index(graph_ops, lambda site: site)
-        layers = []   # (site of the call of a Keras object with batch norm, its call chain)
+        layers = []   # the calls of Keras objects with batch norm in training mode
         for module in program.modules:
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = _object_call_training(call.value)
+                given = S.object_call_training(call.value)
                 if given is None or V.const(given, "?") is False:
                     continue
                 for layer_site in program.sites(module, call):
                     if next(executions.near(layer_site, ops_by_entry), None) is not None and \
                             _keras_batch_norm(program, call.value.func, layer_site.frame):
-                        chain = [(frame.parent.module, frame.site) for frame in reversed(list(layer_site.frame.chain()))
-                                 if frame.site is not None and frame.parent is not None] + [(module, call)]
-                        layers.append((layer_site, chain))
+                        layers.append(layer_site)
         if not layers:
             return
-        by_entry = executions.index(layers, lambda layer: layer[0])
+        by_entry = executions.index(layers, lambda layer: layer)
         for site in graph_ops:
             near = [layer for layer in executions.near(site, by_entry)
-                    if executions.together(site, layer[0]) is not False]
+                    if executions.together(site, layer) is not False]
             if not near or _runs_keras_updates(program, site):
                 continue
             strings, _ = flow.reached(site)
-            for layer_site, chain in near:
-                if S.feeds_from(strings, chain):
+            for layer_site in near:
+                if S.feeds_from(strings, layer_site.chain):
                     report.add(self.code, site.module, site.call.loc,
                                "this train op does not run the moving-average updates of the Keras batch norm "
                                "in the model called at {0}: in a TF1 graph Keras keeps them in "
@@ -317,17 +331,6 @@ def _bn_builds_around(program: Program, module: ModuleFacts, call: CallFact) -> 
     return before, after
 
 
-def _object_call_training(call: V.Call) -> V.Value | None:
-    given = call.kwarg("training")
-    if given is None and len(call.args) > 1:
-        given = call.args[1]
-    return given
-
-
-_GRAPH_ONLY = frozenset({"tensorflow.placeholder", "tensorflow.placeholder_with_default",
-                         "tensorflow.disable_v2_behavior", "tensorflow.disable_eager_execution"})
-
-
 def _graph_mode(program: Program, module: ModuleFacts) -> bool:
     """Code that certainly builds a graph: placeholders or eager execution disabled, an Estimator's
     model_fn, or a session that runs a train op.  (A TF2 script may open a Session only to set GPU
@@ -335,7 +338,7 @@ def _graph_mode(program: Program, module: ModuleFacts) -> bool:
     for call in module.calls:
         if isinstance(call.value.func, (V.Dotted, V.Attr)):
             name = program.qualname(call.value.func, program.lexical(module, call.scope))
-            if name in _GRAPH_ONLY or name in catalogue.ESTIMATOR_SPECS:
+            if name in catalogue.GRAPH_ONLY_MARKERS or name in catalogue.ESTIMATOR_SPECS:
                 return True
     flow = program.dataflow
     return any(run.module is module and flow.runs_train_op(run) for run in flow.runs)
@@ -365,8 +368,7 @@ def _keras_batch_norm(program: Program, func: V.Value, frame) -> bool:
 def _keras_base(program: Program, module: ModuleFacts, cls: str) -> bool:
     frame = program.lexical(module, "")
     for base in module.classes[cls].bases:
-        name = program.qualname(base, frame) or ""
-        if name.split(".", 1)[0] in ("keras", "tf_keras") or name.startswith("tensorflow.keras."):
+        if (program.qualname(base, frame) or "").startswith(catalogue.KERAS_MODULES):
             return True
     return False
 
