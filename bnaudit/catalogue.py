@@ -42,6 +42,8 @@ class BatchNormAPI:
     epsilon_default: float | None = None
     reuse: str | None = None
     scope: str | None = None
+    # The variable scope a layer takes when ``scope`` is not given (uniquified: ``BatchNorm_1``).
+    default_scope: str | None = None
     updates: str = NONE
     # An argument that redirects the updates; the value None makes them in place.
     updates_arg: str | None = None
@@ -95,8 +97,8 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=_CONTRIB_PARAMS,
         training="is_training", training_default=True,
         decay="decay", decay_default=0.999, epsilon="epsilon", epsilon_default=0.001,
-        reuse="reuse", scope="scope", updates=COLLECTION, updates_arg="updates_collections",
-        model_variables=True, variables_collections="variables_collections",
+        reuse="reuse", scope="scope", default_scope="BatchNorm", updates=COLLECTION,
+        updates_arg="updates_collections", model_variables=True, variables_collections="variables_collections",
     ),
     BatchNormAPI(
         key="tf.layers.batch_normalization", family="tf.layers", kind=FUNCTION,
@@ -109,7 +111,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=_TF_LAYERS_FN_PARAMS,
         training="training", training_default=False,
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        reuse="reuse", scope="name", updates=COLLECTION,
+        reuse="reuse", scope="name", default_scope="batch_normalization", updates=COLLECTION,
     ),
     BatchNormAPI(
         key="tf.layers.BatchNormalization", family="tf.layers", kind=LAYER,
@@ -170,6 +172,13 @@ APIS: tuple[BatchNormAPI, ...] = (
         key="tf.nn.batch_normalization", family="tf.nn", kind=OP, stateful=False,
         qualnames=("tensorflow.nn.batch_normalization", "keras.ops.batch_normalization"),
         params=("x", "mean", "variance", "offset", "scale", "variance_epsilon"),
+        epsilon="variance_epsilon",
+    ),
+    BatchNormAPI(
+        # The TF 0.x op (``t, m, v, beta, gamma``), kept in ``tf.compat.v1.nn``; positions as above.
+        key="tf.nn.batch_norm_with_global_normalization", family="tf.nn", kind=OP, stateful=False,
+        qualnames=("tensorflow.nn.batch_norm_with_global_normalization",),
+        params=("x", "mean", "variance", "offset", "scale", "variance_epsilon", "scale_after_normalization"),
         epsilon="variance_epsilon",
     ),
     BatchNormAPI(
@@ -277,6 +286,8 @@ MOVING_AVERAGE_DECAY = {
     "tensorflow.python.training.moving_averages.ExponentialMovingAverage": (0, "decay"),
     "tensorflow.contrib.framework.assign_moving_average": (2, "decay"),
 }
+EXPONENTIAL_MOVING_AVERAGE = frozenset(
+    name for name in MOVING_AVERAGE_DECAY if name.endswith(".ExponentialMovingAverage"))
 ASSIGN = frozenset({"tensorflow.assign", "tensorflow.python.ops.state_ops.assign"})
 # Functions whose first argument is reduced to a mean, and those that square.
 # Graph-side reductions only: NumPy works in float64 by default, where E[x^2] - E[x]^2 does not cancel

@@ -64,3 +64,15 @@ def test_a_script_that_reaches_the_layers_directly_drags_in_no_siblings(tmp_path
                                          "# apply_gradients\n",
     })
     assert chosen == {"lib/layers/normalization.py", "lib/optimizers/adamax_test.py"}
+
+
+def test_a_script_reaches_a_hand_written_batch_norm_built_on_the_tf0_op(tmp_path):
+    # `tf.nn.batch_norm_with_global_normalization` is a batch-norm op: the model file calls batch norm,
+    # so the dot-named training script that builds the model twice is parsed with it.
+    chosen = select(tmp_path, {
+        "src/model.py": "import tensorflow as tf\nclass Model:\n    def batchnorm(self, x, m, v, b, g):\n"
+                        "        return tf.nn.batch_norm_with_global_normalization(x, m, v, b, g, 1e-8, False)\n",
+        "src/train.paris.py": "import tensorflow as tf\nfrom model import *\nis_train = tf.placeholder(tf.bool)\n",
+        "src/util.py": "import numpy as np\n",
+    })
+    assert chosen == {"src/model.py", "src/train.paris.py"}

@@ -248,6 +248,8 @@ class Extractor(Walker):
         self._class_stack: list[tuple[ClassFact, str | None]] = []
         self._with_items: list[ContextFact] = []
         self._pending_target: tuple[int, str] | None = None
+        # The variables of the comprehensions being read: each is drawn from its iterable.
+        self._comprehension_names: list[dict[str, V.Value]] = []
 
     # ----------------------------------------------------------------- names
     @property
@@ -283,6 +285,9 @@ class Extractor(Walker):
             name = node.value
             if name in ("True", "False", "None"):
                 return V.Const({"True": True, "False": False, "None": None}[name])
+            for names in reversed(self._comprehension_names):
+                if name in names:
+                    return names[name]
             if name in self._aliases:
                 return V.Dotted(catalogue.canonical(self._aliases[name]))
             return V.Ref(name, self.scope, self._index)
@@ -356,7 +361,13 @@ class Extractor(Walker):
                 for sub in _strings_in(cond.test):
                     words.append(sub)
                 negated = negated or _has_negation(cond.test)
-            return V.Comprehension(self.value(node.elt), self.value(comp.iter), tuple(words), negated)
+            iterable = self.value(comp.iter)
+            self._comprehension_names.append(self._loop_names(comp.target, iterable))
+            try:
+                elt = self.value(node.elt)
+            finally:
+                self._comprehension_names.pop()
+            return V.Comprehension(elt, iterable, tuple(words), negated)
         if isinstance(node, cst.StarredElement):
             return V.Starred(self.value(node.value))
         if isinstance(node, cst.NamedExpr):
@@ -543,6 +554,29 @@ class Extractor(Walker):
         self.facts.loops.append(loop)
         self._loops.append(loop)
         self._assign_loop_variables(node.target, loop.iter)
+
+    def _loop_names(self, target: cst.BaseExpression, iterable: V.Value) -> dict[str, V.Value]:
+        if isinstance(target, (cst.Tuple, cst.List)):
+            names: dict[str, V.Value] = {}
+            for element in target.elements:
+                names.update(self._loop_names(element.value, iterable))
+            return names
+        return {target.value: V.Opaque("loop-variable", iterable)} if isinstance(target, cst.Name) else {}
+
+    def _enter_comprehension(self, node: cst.BaseComp) -> None:
+        """Calls inside ``[f(x) for x in xs]`` see ``x`` as drawn from ``xs`` (the element is walked first)."""
+        names: dict[str, V.Value] = {}
+        comp: cst.CompFor | None = node.for_in
+        while comp is not None:
+            names.update(self._loop_names(comp.target, self.value(comp.iter)))
+            comp = comp.inner_for_in
+        self._comprehension_names.append(names)
+
+    def _leave_comprehension(self, node: cst.BaseComp) -> None:
+        self._comprehension_names.pop()
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _enter_comprehension
+    leave_ListComp = leave_SetComp = leave_GeneratorExp = leave_DictComp = _leave_comprehension
 
     def _assign_loop_variables(self, target: cst.BaseExpression, iterable: V.Value) -> None:
         """``for x in xs`` / ``for i, (a, b) in enumerate(pairs)``: each name is drawn from the iterable."""

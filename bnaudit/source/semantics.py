@@ -165,6 +165,57 @@ def full_scope(program: Program, use: BatchNormUse) -> str | None:
     return "/".join(p for p in (outer, name.strip("/")) if p)
 
 
+def scope_pattern(program: Program, use: BatchNormUse) -> tuple[str, str] | None:
+    """``(shown, key)`` for a layer named in a loop (``scope='bn%d' % i``, the ``i`` of a loop or a
+    comprehension): ``shown`` is ``outer/bn%d``; two builds of one layer call whose keys are equal ask
+    for the same series of names. None when a part is neither a constant nor such a variable."""
+    own = use.args.get(use.api.scope) if use.api.scope else None
+    outer = enclosing_scope(program, use)
+    if own is None or outer is None:
+        return None
+    key = _name_key(program, own.value, own.frame, 0)
+    if key is None:
+        return None
+    shown = _shown(key)
+    return "/".join(p for p in (outer, shown.strip("/")) if p), f"{outer}|{key!r}"
+
+
+def _name_key(program: Program, value: V.Value, frame: Frame | None, depth: int) -> tuple | None:
+    if depth > 6:
+        return None
+    located = program.deref(value, frame)
+    final = located.value
+    if isinstance(final, V.Const) and isinstance(final.value, (str, int)):
+        return ("const", final.value)
+    if isinstance(final, V.Ref) or isinstance(final, V.Opaque) and final.kind == "loop-variable":
+        return ("each", final)  # a comprehension's (unbound here) or a loop's variable
+    parts: list[tuple | None] = []
+    if isinstance(final, V.BinOp) and final.op in ("%", "+"):
+        op, parts = final.op, [_name_key(program, v, located.frame, depth + 1) for v in (final.left, final.right)]
+    elif isinstance(final, V.Seq):
+        op, parts = "seq", [_name_key(program, v, located.frame, depth + 1) for v in final.items]
+    elif isinstance(final, V.Call) and isinstance(final.func, V.Attr) and final.func.attr == "format" \
+            and not final.kwargs:
+        op = "format"
+        parts = [_name_key(program, v, located.frame, depth + 1) for v in (final.func.value, *final.args)]
+    else:
+        return None
+    return None if None in parts else (op, *parts)
+
+
+def _shown(key: tuple) -> str:
+    kind = key[0]
+    if kind == "const":
+        return str(key[1])
+    if kind == "each":
+        return "*"
+    if kind == "%" and key[1][0] == "const":
+        return str(key[1][1])
+    if kind in ("+", "format"):
+        return "".join(_shown(part) for part in key[1:]) if kind == "+" else _shown(key[1])
+    return "*"
+
+
 def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
     """``outer/inner``: the variable scopes a layer is built in, opened by name ("" for none), or None
     when one is unknown or automatic (a ``default_name``, a scope object)."""

@@ -9,7 +9,7 @@ and rules stay silent on unknowns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Iterator
 
 
@@ -225,3 +225,15 @@ def const(value: Value | None, default: Any = None) -> Any:
 
 def is_const(value: Value | None) -> bool:
     return isinstance(value, Const)
+
+
+
+def spelled_alike(a: Any, b: Any) -> bool:
+    """The same expression written in two places: equal except for ``loc``."""
+    if isinstance(a, Value):
+        return type(a) is type(b) and all(
+            field.name == "loc" or spelled_alike(getattr(a, field.name), getattr(b, field.name))
+            for field in fields(a))
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(map(spelled_alike, a, b))
+    return a == b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bnaudit import catalogue
@@ -91,6 +92,7 @@ fake = discriminator(x, reuse=True)
                            "used for evaluation has its own moving statistics, which training never updates",
                            fix="Build one layer with the flag tensor as `training`/`is_training` (or give the "
                                "second branch the same scope with reuse=True).")
+        self._averages_under_reuse(program, report)
         # Layers collide only when they are built in one graph of one execution.
         by_entry: dict[tuple, list[_Layer]] = {}
         for layer in layers:
@@ -99,6 +101,38 @@ fake = discriminator(x, reuse=True)
             group.sort(key=lambda layer: layer.order)
             self._duplicates(program, report, group)
             self._missing(program, report, group, layers)
+
+    def _averages_under_reuse(self, program: Program, report: Report) -> None:
+        """A hand-written batch norm's ``ExponentialMovingAverage.apply([mean, var])`` names its variables
+        after the moments' ops, whose name scope (``DIS_1/``) is new on every build, so under
+        ``reuse=True`` the variables it asks for never exist."""
+        reported: set[tuple[int, int]] = set()
+        for module in program.modules:
+            for call in module.calls:
+                func = call.value.func
+                if not (isinstance(func, V.Attr) and func.attr == "apply" and call.value.args):
+                    continue
+                for site in program.sites(module, call):
+                    owner = program.deref(func.base, site.frame)
+                    if not isinstance(owner.value, V.Call) or \
+                            program.qualname(owner.value.func, owner.frame) not in catalogue.EXPONENTIAL_MOVING_AVERAGE:
+                        break
+                    if not S.contains(program, call.value.args[0], site.frame, lambda v, f: isinstance(v, V.Call)
+                                      and program.qualname(v.func, f) in catalogue.MOMENTS):
+                        break
+                    if not any(S.reuse_state(program, reuse) is True and not S.is_auto_reuse(program, reuse)
+                               for reuse in (S.variable_scope_reuse(program, c, f)
+                                             for c, f, _ in S.variable_scopes(program, site))):
+                        continue
+                    where, top = site.chain[0]
+                    if (id(where), top.loc) not in reported:
+                        reported.add((id(where), top.loc))
+                        report.add(self.code, where, top.loc,
+                                   "under `reuse=True`, `ExponentialMovingAverage.apply` on batch moments asks "
+                                   "for averages that do not exist (their names carry this build's name scope): "
+                                   "TF raises 'Variable .../ExponentialMovingAverage/ does not exist'",
+                               fix="Share one batch-norm layer that keeps its moving statistics as variables "
+                                   "(`bnaudit.layers.batch_norm`), or build the averages outside the reused scope.")
 
     def _duplicates(self, program: Program, report: Report, group: list[_Layer]) -> None:
         for i, later in enumerate(group):
@@ -109,7 +143,12 @@ fake = discriminator(x, reuse=True)
                     continue
                 same_call = earlier.use.call is later.use.call
                 if earlier.scope is not None and earlier.scope == later.scope:
-                    kind = "scope"
+                    kind, shown = "scope", later.scope
+                elif same_call and earlier.scope is None and self._same_build(earlier, later) and \
+                        (pattern := S.scope_pattern(program, later.use)) is not None and \
+                        pattern == S.scope_pattern(program, earlier.use):
+                    # `scope='bn%d' % i` in a loop: the second build asks for the same series of names.
+                    kind, shown = "scope", pattern[0]
                 elif same_call and earlier.scope is None and later.scope is None and \
                         self._evaluation_copy(program, earlier, later):
                     kind = "rebuilt"
@@ -127,8 +166,8 @@ fake = discriminator(x, reuse=True)
                                f"the scope restarts its default layer names, so TF raises 'Variable "
                                f"{enclosing}/.../beta already exists' (or, renamed, the copies share nothing)")
                 elif kind == "scope":
-                    message = (f"batch-norm scope `{later.scope}` is created a second time without reuse: TF "
-                               f"raises 'Variable {later.scope}/beta already exists', or, under a fresh name, "
+                    message = (f"batch-norm scope `{shown}` is created a second time without reuse: TF "
+                               f"raises 'Variable {shown}/beta already exists', or, under a fresh name, "
                                f"this layer trains its own statistics instead of sharing them")
                 else:
                     message = ("the model is built a second time without `reuse=True`: this copy of batch norm "
@@ -142,6 +181,17 @@ fake = discriminator(x, reuse=True)
         """The layer takes its variable scope's default name (no ``scope=``/``name=`` given)."""
         api = layer.use.api
         return api.scope is not None and api.scope not in layer.use.args and not layer.use.unknown_args
+
+    @staticmethod
+    def _same_build(earlier: _Layer, later: _Layer) -> bool:
+        """The two paths part at two calls spelled alike (``self.discriminator(...)`` twice) and go the
+        same way below them, so whatever picks the layer below is the same in both."""
+        for level, ((_, a), (_, b)) in enumerate(zip(earlier.chain, later.chain)):
+            if a is not b:
+                rest_a, rest_b = earlier.chain[level + 1:], later.chain[level + 1:]
+                return len(rest_a) == len(rest_b) and all(x is y for (_, x), (_, y) in zip(rest_a, rest_b)) \
+                    and V.spelled_alike(a.value.func, b.value.func)
+        return False
 
     @staticmethod
     def _divergence(earlier: _Layer, later: _Layer) -> tuple[ModuleFacts, CallFact]:
@@ -164,10 +214,14 @@ fake = discriminator(x, reuse=True)
             if layer.reuse is not True or layer.scope is None:
                 continue
             explicit = layer.use.args.get(layer.use.api.reuse) if layer.use.api.reuse else None
-            if S.is_auto_reuse(program, explicit):
-                continue
-            if any(S.is_auto_reuse(program, S.variable_scope_reuse(program, c, f))
-                   for c, f, _ in S.variable_scopes(program, layer.use.site)):
+            if S.is_auto_reuse(program, explicit) or \
+                    any(S.is_auto_reuse(program, S.variable_scope_reuse(program, c, f))
+                        for c, f, _ in S.variable_scopes(program, layer.use.site)):
+                if self._fresh_copy(program, layer, group, everything):
+                    report.add(self.code, layer.use.module, layer.use.call.loc,
+                               f"`tf.AUTO_REUSE` finds no trained layer named `{layer.scope}`: this copy makes "
+                               f"variables of its own, which training never updates",
+                               fix="Give it the scope (name) of the trained layer, so it reuses that one.")
                 continue
             if any(other.scope == layer.scope and other.reuse is not True for other in everything):
                 continue
@@ -175,6 +229,24 @@ fake = discriminator(x, reuse=True)
                        f"`reuse=True` but nothing creates batch-norm scope `{layer.scope}` first: TF raises "
                        f"'Variable {layer.scope}/beta does not exist'",
                        fix="Create the layer once with reuse=None (or use tf.AUTO_REUSE), then reuse it.")
+
+    @staticmethod
+    def _fresh_copy(program: Program, layer: _Layer, group: list[_Layer], everything: list[_Layer]) -> bool:
+        """A layer under AUTO_REUSE that is not trained, in an execution that trains, and whose scope no
+        other layer can have: its variables are new, so it normalizes with mean 0 and variance 1."""
+        if program.dataflow.feeds_training(layer.use) is not False:
+            return False
+        together = program.executions.together
+        if any(other.use is not layer.use and other.scope == layer.scope and
+               together(other.use.site, layer.use.site) is not False for other in everything):
+            return False
+        for other in group:
+            if other.scope is None and other.use is not layer.use:
+                default = other.use.api.default_scope
+                if not DuplicatedScope._default_named(other) or default is None or \
+                        re.fullmatch(re.escape(default) + r"(_\d+)?", layer.scope.rsplit("/", 1)[-1]):
+                    return False  # a layer whose name bnaudit cannot tell may be the trained one
+        return True
 
 
 class TensorValuedReuse(Rule):
