@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from bnaudit import catalogue
 from bnaudit.source.imports import ImportResolver, normalize
@@ -80,15 +81,46 @@ def imported_modules(text: str, module: str, is_package: bool) -> set[str]:
     return {name for name in found if name}
 
 
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the prefilter reads from one file's text: kept with the file's stat, so an unchanged file
+    is not read again to decide what to parse."""
+    mentions_bn: bool
+    calls_bn: bool
+    related: bool
+    imports: tuple[str, ...]      # absolute module names, as the regular expressions see them
+    stars: tuple[str, ...]        # `from X import *`, absolute
+    dynamic_import: bool          # importlib.import_module(...)
+    tf_alias: bool                # `tfv1 = tf.compat.v1` at module level
+
+
+def signals(text: str, module: str, is_package: bool) -> Signals:
+    bn = mentions_batch_norm(text)
+    return Signals(
+        mentions_bn=bn,
+        calls_bn=bn and calls_batch_norm(text),
+        related=not bn and mentions_related(text),
+        imports=tuple(sorted(imported_modules(text, module, is_package))),
+        stars=tuple(_absolute(match.group(1), module, is_package) for match in _STAR_RE.finditer(text)),
+        dynamic_import="import_module(" in text,
+        tf_alias=_TF_ALIAS_RE.search(text) is not None,
+    )
+
+
 def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[str]:
     """The paths to parse, out of ``texts`` (path -> source) with their module names."""
-    bn_paths = {path for path, text in texts.items() if mentions_batch_norm(text)}
+    return select_signals({path: signals(text, *modules[path]) for path, text in texts.items()})
+
+
+def select_signals(files: dict[str, Signals]) -> set[str]:
+    """The paths to parse, out of every checked file's signals."""
+    bn_paths = {path for path, signal in files.items() if signal.mentions_bn}
     if not bn_paths:
         return set()
     # Only modules that build layers link other files in (a library module that defines
     # batch_normalization does not make every file importing it relevant).
-    resolver = ImportResolver(texts)
-    reaching = {normalize(path) for path in bn_paths if calls_batch_norm(texts[path])}
+    resolver = ImportResolver(files)
+    reaching = {normalize(path) for path in bn_paths if files[path].calls_bn}
     known: dict[str, set[str]] = {}
 
     def imports_of(path: str) -> set[str]:
@@ -96,11 +128,11 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
         only for the files that need it."""
         found = known.get(path)
         if found is None:
-            found = known[path] = {target for name in imported_modules(texts[path], *modules[path])
+            found = known[path] = {target for name in files[path].imports
                                    if (target := resolver.resolve(path, name)[0]) is not None}
         return found
-    by_norm = {normalize(path): path for path in texts}
-    related = {path for path in texts if path not in bn_paths and mentions_related(texts[path])}
+    by_norm = {normalize(path): path for path in files}
+    related = {path for path, signal in files.items() if signal.related}
     # Files that reach a batch-norm module within two hops through scripts that train, evaluate or
     # save.
     for _ in range(2):
@@ -124,25 +156,18 @@ def select(texts: dict[str, str], modules: dict[str, tuple[str, bool]]) -> set[s
             selected.add(path)
             selected.update(crossing)
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
-    selected |= {path for path in related if "import_module(" in texts[path]}
+    selected |= {path for path in related if files[path].dynamic_import}
     # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and
     # `from ..compat import tfv1 as tf` a module alias defined in a compat module.
-    aliases: dict[str, bool] = {}
-
-    def defines_tf_alias(path: str) -> bool:
-        if path not in aliases:
-            aliases[path] = _TF_ALIAS_RE.search(texts[path]) is not None
-        return aliases[path]
-
     for path in list(selected):
-        for match in _STAR_RE.finditer(texts[path]):
-            found = resolver.resolve(path, _absolute(match.group(1), *modules[path]))[0]
+        for star in files[path].stars:
+            found = resolver.resolve(path, star)[0]
             if found is not None and found in by_norm:
                 selected.add(by_norm[found])
-        for name in imported_modules(texts[path], *modules[path]):
+        for name in files[path].imports:
             found = resolver.resolve(path, name)[0]
             if found is not None and found in by_norm and by_norm[found] not in selected and \
-                    defines_tf_alias(by_norm[found]):
+                    files[by_norm[found]].tf_alias:
                 selected.add(by_norm[found])
     return selected
 
