@@ -101,9 +101,10 @@ def signals(text: str, module: str, is_package: bool) -> Signals:
         calls_bn=bn and calls_batch_norm(text),
         related=not bn and mentions_related(text),
         imports=tuple(sorted(imported_modules(text, module, is_package))),
-        stars=tuple(_absolute(match.group(1), module, is_package) for match in _STAR_RE.finditer(text)),
+        stars=tuple(_absolute(match.group(1), module, is_package) for match in _STAR_RE.finditer(text))
+        if "import" in text and "*" in text else (),
         dynamic_import="import_module(" in text,
-        tf_alias=_TF_ALIAS_RE.search(text) is not None,
+        tf_alias=_TF_ALIAS_HINT_RE.search(text) is not None and _TF_ALIAS_RE.search(text) is not None,
     )
 
 
@@ -177,6 +178,8 @@ _TF_ALIAS_RE = re.compile(
     r"^[ \t]*\w+[ \t]*=[ \t]*tf\.(?:compat\.v1|contrib\.slim|contrib\.layers|keras)[ \t]*(?:#.*)?$", re.MULTILINE)
 
 
+# The same alias, found without anchoring every line first (most files have none).
+_TF_ALIAS_HINT_RE = re.compile(r"=[ \t]*tf\.(?:compat\.v1|contrib\.slim|contrib\.layers|keras)\b")
 _STAR_RE = re.compile(r"^[ \t]*from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+\*", re.MULTILINE)
 
 
