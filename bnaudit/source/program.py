@@ -129,7 +129,8 @@ class Program:
         }
         self._callers: dict[tuple[int, str], list[tuple[ModuleFacts, CallFact]]] | None = None
         self._lexical: dict[tuple[int, str], Frame] = {}
-        self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None]] = {}
+        self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None, bool]] = {}
+        self._wanted_callers = False
         self._methods: dict[int, dict[tuple[str, str], str]] = {}
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
         self._targets: dict[int, list[tuple[ModuleFacts, FunctionFact]]] = {}
@@ -207,9 +208,9 @@ class Program:
             if assigns:
                 if current != scope:
                     return assigns[-1].value
-                before = [a for a in assigns if a.loc < loc]
-                if before:
-                    return before[-1].value
+                for assign in reversed(assigns):
+                    if assign.loc < loc:
+                        return assign.value
                 # Read before its first assignment here: the parameter (`x = conv(x)` on a
                 # function's first line), else the last assignment (a loop that wraps around).
                 if not (fn is not None and name in fn.params):
@@ -605,6 +606,7 @@ class Program:
         several and none passes the parameter, its default."""
         module = self.by_path.get(param.module)
         if module is None or self._callers is None:  # still indexing the call sites
+            self._wanted_callers = True
             return Located(V.UNKNOWN, None)
         sites = self._callers.get((id(module), param.function), [])
         fn = module.functions.get(param.function)
@@ -629,15 +631,21 @@ class Program:
         key = (id(value), id(frame))
         hit = self._deref.get(key)
         if hit is not None:
+            if hit[3]:
+                self._wanted_callers = True
             return hit[0]
         if key in self._resolving or len(self._resolving) > MAX_NESTING:
             return Located(V.UNKNOWN, None)   # a value defined through itself (`self.a = self.a.b`)
         self._resolving.add(key)
+        outer, self._wanted_callers = self._wanted_callers, False
         try:
             result = self._deref_uncached(value, frame)
         finally:
             self._resolving.discard(key)
-        self._deref[key] = (result, value, frame)  # the references keep the ids from being reused
+            wanted, self._wanted_callers = self._wanted_callers, outer or self._wanted_callers
+        # The references keep the ids from being reused; `wanted`: read while the call sites were
+        # still being indexed, and so to be read again once they are.
+        self._deref[key] = (result, value, frame, wanted)
         return result
 
     def _deref_uncached(self, value: V.Value, frame: Frame | None) -> Located:
@@ -805,13 +813,19 @@ class Program:
             unresolved: list[tuple[ModuleFacts, CallFact]] = []
             for module in self.modules:
                 for call in module.calls:
-                    if not self._index_call(callers, module, call) and not isinstance(call.value.func, V.Dotted):
+                    self._wanted_callers = False
+                    if not self._index_call(callers, module, call) and self._wanted_callers:
                         unresolved.append((module, call))
             self._callers = callers
-            self._deref.clear()  # names that needed a call site are looked up again
+            self._wanted_callers = False
+            # Names that needed a call site are looked up again; the rest stand.
+            self._deref = {key: hit for key, hit in self._deref.items() if not hit[3]}
+            indexed, standing = sum(map(len, callers.values())), set(self._deref)
             for module, call in unresolved:
                 self._index_call(callers, module, call)
-            self._deref.clear()
+            if sum(map(len, callers.values())) != indexed:
+                # What the second round read, it read with part of its own call sites.
+                self._deref = {key: hit for key, hit in self._deref.items() if key in standing}
         return self._callers
 
     def targets(self, call: CallFact) -> list[tuple[ModuleFacts, FunctionFact]]:
