@@ -457,3 +457,32 @@ def test_layer_files_between_a_script_and_the_layers_need_mention_nothing(tmp_pa
             """,
     })
     assert found == [("train.py", "BN011", 12)]
+
+
+
+def test_a_class_whose_attribute_holds_an_object_of_itself_is_asked_once(tmp_path):
+    # `self._value = tf.Variable(value)` inside a backend package named `tensorflow` (keras 3's own
+    # sources) holds an object of the class itself: asking whether the class builds batch norm must
+    # not recurse for ever (it was a RecursionError, and BN006 went missing on keras's sources).
+    from bnaudit.source import semantics as S
+    from bnaudit.source import values as V
+    from bnaudit.source.engine import _extract_job
+    from bnaudit.source.program import Program
+
+    source = normalize("""
+        import tensorflow as tf
+        class Node(tf.keras.layers.Layer):
+            def __init__(self, depth=2):
+                super().__init__()
+                self.child = Node(depth - 1)
+        class Tree(tf.keras.layers.Layer):
+            def __init__(self):
+                super().__init__()
+                self.root = Node()
+                self.norm = tf.keras.layers.BatchNormalization()
+        """)
+    path = tmp_path / "node.py"
+    path.write_text(source)
+    program = Program([_extract_job((str(path), source.encode(), "node", False))], [str(path)])
+    assert S.class_builds_batch_norm(program, V.FunctionRef(str(path), "Node")) is False
+    assert S.class_builds_batch_norm(program, V.FunctionRef(str(path), "Tree")) is True

@@ -287,7 +287,17 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
 
 
 def class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
-    """A class defined in the program whose methods construct batch-norm layers."""
+    """A class defined in the program whose methods construct batch-norm layers (memoized; a class
+    whose attributes hold, in turn, an object of that class is asked once)."""
+    memo = program.__dict__.setdefault("_class_builds_batch_norm", {})
+    key = (cls.module, cls.function)
+    if key not in memo:
+        memo[key] = False
+        memo[key] = _class_builds_batch_norm(program, cls)
+    return memo[key]
+
+
+def _class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
     module = program.module_at(cls.module)
     if module is None or cls.function not in module.classes:
         return False
