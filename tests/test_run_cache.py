@@ -174,3 +174,14 @@ def test_the_cli_replays_the_same_report(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, env=env)
     assert first.returncode == again.returncode == 1
     assert again.stdout == first.stdout and "BN001" in first.stdout and again.stderr == ""
+
+
+def test_a_new_import_changes_what_is_parsed(tmp_path):
+    # The prefilter's choice is replayed only while every file's signals (its imports among them)
+    # are unchanged: a script that starts importing the model is parsed from then on.
+    alone = TRAIN_UNRUN.replace("from model import net\n", "").replace("net(x)", "tf.layers.dense(x, 1)")
+    repo, cache = _repo(tmp_path, alone), tmp_path / "cache"
+    first = _run(repo, cache)
+    assert first.findings == [] and first.parsed == 1      # only model.py: train.py reaches no layer
+    (repo / "train.py").write_text(TRAIN_UNRUN)
+    assert _codes(_run(repo, cache)) == [("train.py", 4, "BN001")]

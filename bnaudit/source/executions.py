@@ -167,11 +167,9 @@ class Executions:
     def _resets(self) -> dict[tuple[int, str], list[CallFact]]:
         program = self.program
         out: dict[tuple[int, str], list[CallFact]] = {}
-        for module in program.modules:
-            for call in module.calls:
-                if isinstance(call.value.func, (V.Dotted, V.Ref)) and program.qualname(
-                        call.value.func, program.lexical(module, call.scope)) in catalogue.RESET_DEFAULT_GRAPH:
-                    out.setdefault((id(module), call.scope), []).append(call)
+        for module, call in program.calls_to(catalogue.RESET_DEFAULT_GRAPH):
+            if isinstance(call.value.func, (V.Dotted, V.Ref)):
+                out.setdefault((id(module), call.scope), []).append(call)
         return out
 
     # ------------------------------------------------------------------ together

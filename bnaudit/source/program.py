@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from bnaudit import catalogue
 from bnaudit.catalogue import BatchNormAPI
@@ -770,7 +770,10 @@ class Program:
         elif callbacks:
             # A function handed to a framework runs later in the same program:
             # `tf.train.Supervisor(init_fn=restore_fn)`, `threading.Thread(target=worker)`.
-            given.extend(arg for arg in (*value.args, *(v for _, v in value.kwargs)) if isinstance(arg, V.Ref))
+            # Handed over by its own name: `x` or `shape` can name no function of the program.
+            names = self._callable_names
+            given.extend(arg for arg in (*value.args, *(v for _, v in value.kwargs))
+                         if isinstance(arg, V.Ref) and arg.name.rpartition(".")[2] in names)
         out = []
         for arg in given:
             target = self.deref(arg, frame).value
@@ -1203,6 +1206,36 @@ class Program:
         if located is None:
             return None
         return self.deref(located.value, located.frame)
+
+    @cached_property
+    def _calls_by_name(self) -> dict[str, list[tuple[ModuleFacts, CallFact]]]:
+        self.callers  # names that need a call site resolve only once the call sites are known
+        out: dict[str, list[tuple[ModuleFacts, CallFact]]] = {}
+        for module in self.modules:
+            for call in module.calls:
+                name = self.qualname(call.value.func, self.lexical(module, call.scope))
+                if name is not None:
+                    out.setdefault(name, []).append((module, call))
+        return out
+
+    def calls_to(self, names: Iterable[str], module: ModuleFacts | None = None
+                 ) -> list[tuple[ModuleFacts, CallFact]]:
+        """The calls whose callee reads, lexically, as one of ``names`` (``tensorflow.cond``), in program
+        order: an index built once, so that rules need not resolve every call of every module."""
+        found = [hit for name in names for hit in self._calls_by_name.get(name, ())
+                 if module is None or hit[0] is module]
+        if len(found) > 1 and len(names) > 1:
+            order = self._module_order
+            found.sort(key=lambda hit: (order[id(hit[0])], hit[1].loc))
+        return found
+
+    def calls_named(self, predicate) -> list[tuple[ModuleFacts, CallFact]]:
+        """The calls whose callee's dotted name satisfies ``predicate`` (``endswith("TrainSpec")``)."""
+        return self.calls_to([name for name in self._calls_by_name if predicate(name)])
+
+    @cached_property
+    def _module_order(self) -> dict[int, int]:
+        return {id(module): index for index, module in enumerate(self.modules)}
 
     def call_sites_in(self, module: ModuleFacts, start: int, end: int) -> Iterator[CallFact]:
         for call in module.calls:

@@ -42,6 +42,7 @@ class RunRecord:
     files: dict[str, FileRecord] = field(default_factory=dict)
     result_key: str | None = None
     result: Any = None
+    selected: set[str] | None = None   # what the prefilter chose from these files
 
 
 def stat_of(stat: os.stat_result) -> Stat:

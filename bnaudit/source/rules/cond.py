@@ -78,25 +78,22 @@ def cond_layers(program: Program) -> list[CondLayers]:
         return cache[0]
     found: list[CondLayers] = []
     if program.batch_norms:
-        for module in program.modules:
-            for call in module.calls:
-                func = call.value.func
-                # Cheap screen by spelling before resolving the name.
-                if isinstance(func, V.Dotted) and func.name not in catalogue.COND or \
-                        isinstance(func, V.Attr) and func.attr not in catalogue.COND_NAMES:
-                    continue
-                frame = program.lexical(module, call.scope)
-                if program.qualname(func, frame) not in catalogue.COND:
-                    continue
-                branches = _branches(call.value)
-                if len(branches) != 2:
-                    continue
-                kinds = [_kind(program, branch, frame) for branch in branches]
-                if None in kinds:
-                    continue
-                inside = _inside(program, module, call)
-                later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
-                found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later))
+        for module, call in program.calls_to(catalogue.COND):
+            func = call.value.func
+            # Spelled as a cond, not merely resolving to one through a checked module.
+            if isinstance(func, V.Dotted) and func.name not in catalogue.COND or \
+                    isinstance(func, V.Attr) and func.attr not in catalogue.COND_NAMES:
+                continue
+            frame = program.lexical(module, call.scope)
+            branches = _branches(call.value)
+            if len(branches) != 2:
+                continue
+            kinds = [_kind(program, branch, frame) for branch in branches]
+            if None in kinds:
+                continue
+            inside = _inside(program, module, call)
+            later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
+            found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later))
     cache.append(found)
     return found
 

@@ -71,12 +71,11 @@ def _stepping_functions(program: Program) -> frozenset[tuple[int, str]]:
 _TRAINING_CALLS = frozenset({"train", "fit", "train_and_evaluate"})
 
 
-def _is_training_call(program: Program, module: ModuleFacts, call: CallFact) -> bool:
+def _is_training_call(program: Program, call: CallFact, named: set[int]) -> bool:
     func = call.value.func
     if isinstance(func, V.Attr):
         return func.attr in _TRAINING_CALLS
-    name = program.qualname(func, program.lexical(module, call.scope)) or ""
-    return name.endswith(("TrainSpec", "learning.train"))
+    return id(call) in named
 
 
 def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
@@ -86,11 +85,13 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
         return cache[0]
     lengths: list[tuple[ModuleFacts, str, int]] = []
     stepping = _stepping_functions(program)
+    named = {id(call) for _, call in program.calls_named(lambda name: name.endswith(("TrainSpec", "learning.train")))
+             if not isinstance(call.value.func, V.Attr)}
     for module in program.modules:
         module_steps = False
         for call in module.calls:
             frame = program.lexical(module, call.scope)
-            if _is_training_call(program, module, call):
+            if _is_training_call(program, call, named):
                 for key, value in call.value.kwargs:
                     if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
                         lengths.append((module, _top(call.scope), S.const_value(program, program.deref(value, frame))))

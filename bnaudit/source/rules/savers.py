@@ -148,34 +148,31 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
                 and not moving_stats_trainable(program, use)]
         if not uses:
             return
-        for module in program.modules:
-            for call in module.calls:
-                frame = program.lexical(module, call.scope)
-                name = program.qualname(call.value.func, frame)
-                if name in catalogue.SAVERS:
-                    var_list = call.value.args[0] if call.value.args else call.value.kwarg("var_list")
-                    values, what = ([var_list] if var_list is not None else []), "saver"
-                elif name in catalogue.CHECKPOINTS:
-                    values, what = [v for _, v in call.value.kwargs] + list(call.value.dstar), "checkpoint"
-                else:
+        for module, call in program.calls_to(catalogue.SAVERS | catalogue.CHECKPOINTS):
+            frame = program.lexical(module, call.scope)
+            name = program.qualname(call.value.func, frame)
+            if name in catalogue.SAVERS:
+                var_list = call.value.args[0] if call.value.args else call.value.kwarg("var_list")
+                values, what = ([var_list] if var_list is not None else []), "saver"
+            else:
+                values, what = [v for _, v in call.value.kwargs] + list(call.value.dstar), "checkpoint"
+            if not values or not any(variable_kinds(program, v, frame) for v in values):
+                continue
+            restores_only: bool | None = None
+            for site in program.sites(module, call):
+                # The layers of this saver's graph: the same execution, or one that may run inside it.
+                nearby = [use for use in uses if program.executions.together(site, use.site) is not False]
+                if not nearby or not any(omits_moving_stats(variable_kinds(program, v, site.frame), nearby)
+                                         for v in values):
                     continue
-                if not values or not any(variable_kinds(program, v, frame) for v in values):
+                # Restoring pre-trained weights into a model that is then trained is fine: training
+                # re-estimates the moving statistics, and whatever writes the result saves them.
+                if restores_only is None:
+                    restores_only = what == "saver" and saver_only_restores(program, module, call)
+                if restores_only and program.dataflow.trains(site) is not False:
                     continue
-                restores_only: bool | None = None
-                for site in program.sites(module, call):
-                    # The layers of this saver's graph: the same execution, or one that may run inside it.
-                    nearby = [use for use in uses if program.executions.together(site, use.site) is not False]
-                    if not nearby or not any(omits_moving_stats(variable_kinds(program, v, site.frame), nearby)
-                                             for v in values):
-                        continue
-                    # Restoring pre-trained weights into a model that is then trained is fine: training
-                    # re-estimates the moving statistics, and whatever writes the result saves them.
-                    if restores_only is None:
-                        restores_only = what == "saver" and saver_only_restores(program, module, call)
-                    if restores_only and program.dataflow.trains(site) is not False:
-                        continue
-                    report.add(self.code, module, call.loc, self._message(what))
-                    break
+                report.add(self.code, module, call.loc, self._message(what))
+                break
 
     @staticmethod
     def _message(what: str) -> str:

@@ -745,20 +745,17 @@ eval_loss = tf.reduce_sum(eval_logits)
                         break
 
     def _learning_phase(self, program: Program, report: Report) -> None:
-        for module in program.modules:
+        for module, call in program.calls_to(catalogue.SET_LEARNING_PHASE):
             frame = program.lexical(module, "")
-            for call in module.calls:
-                if program.qualname(call.value.func, program.lexical(module, call.scope)) \
-                        not in catalogue.SET_LEARNING_PHASE or not call.value.args:
-                    continue
-                if program.deref(call.value.args[0], frame).value not in (V.Const(1), V.Const(True)):
-                    continue
-                if any(other.loc > call.loc and self._exports(program, module, other) for other in module.calls):
-                    report.add(self.code, module, call.loc,
-                               "the learning phase is set to 1 (training) before the model is exported: the "
-                               "exported graph normalizes with batch statistics; if this is deliberate, silence "
-                               "it with `# bnaudit: ignore[BN011]`",
-                               fix="Call `set_learning_phase(0)` (or drop it) before building the model you export.")
+            if not call.value.args or \
+                    program.deref(call.value.args[0], frame).value not in (V.Const(1), V.Const(True)):
+                continue
+            if any(other.loc > call.loc and self._exports(program, module, other) for other in module.calls):
+                report.add(self.code, module, call.loc,
+                           "the learning phase is set to 1 (training) before the model is exported: the "
+                           "exported graph normalizes with batch statistics; if this is deliberate, silence "
+                           "it with `# bnaudit: ignore[BN011]`",
+                           fix="Call `set_learning_phase(0)` (or drop it) before building the model you export.")
 
     @staticmethod
     def _exports(program: Program, module: ModuleFacts, call: CallFact) -> bool:

@@ -85,9 +85,18 @@ def _feeds(program: Program, value: V.Value, frame: Frame | None, target: V.Valu
     return False
 
 
+# What may take a variance: a normalization op, an assignment or moving average, a square root.
+_VARIANCE_CALLEES = frozenset(
+    {name for api in catalogue.APIS if api.kind == catalogue.OP for name in api.qualnames}
+    | catalogue.ASSIGN | set(catalogue.MOVING_AVERAGE_DECAY) | catalogue.ROOTS)
+
+
 def _variance_consumers(program: Program, module: ModuleFacts):
     """(call, frame, argument values) for calls that normalize with, or average, a variance."""
-    for call in module.calls:
+    methods = [call for call in module.calls
+               if isinstance(call.value.func, V.Attr) and call.value.func.attr in ("assign", "apply")]
+    named = [call for _, call in program.calls_to(_VARIANCE_CALLEES, module)]
+    for call in sorted({id(call): call for call in methods + named}.values(), key=lambda call: call.loc):
         frame = program.lexical(module, call.scope)
         name = program.qualname(call.value.func, frame)
         api = catalogue.lookup(name)
@@ -181,12 +190,9 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
     def _unshifted_moments(self, program: Program, report: Report, module: ModuleFacts) -> None:
         """``tf.nn.normalize_moments(counts, mean_ss, variance_ss, shift=None)``: TF's own one-pass
         variance, from the sums of x and x^2 that ``tf.nn.sufficient_statistics`` returns unshifted."""
-        for call in module.calls:
+        for _, call in program.calls_to(catalogue.ONE_PASS_MOMENTS, module):
             frame = program.lexical(module, call.scope)
-            spec = catalogue.ONE_PASS_MOMENTS.get(program.qualname(call.value.func, frame) or "")
-            if spec is None:
-                continue
-            index, keyword = spec
+            index, keyword = catalogue.ONE_PASS_MOMENTS[program.qualname(call.value.func, frame)]
             shift = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
             if shift is None or isinstance(program.deref(shift, frame).value, V.Const) and \
                     program.deref(shift, frame).value.value is None:
@@ -197,13 +203,9 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
                                "sufficient_statistics and normalize_moments, and clamp at 0.")
 
     def _hand_written_decay(self, program: Program, report: Report, module: ModuleFacts) -> None:
-        for call in module.calls:
+        for _, call in program.calls_to(catalogue.MOVING_AVERAGE_DECAY, module):
             frame = program.lexical(module, call.scope)
-            name = program.qualname(call.value.func, frame)
-            spec = catalogue.MOVING_AVERAGE_DECAY.get(name or "")
-            if spec is None:
-                continue
-            index, keyword = spec
+            index, keyword = catalogue.MOVING_AVERAGE_DECAY[program.qualname(call.value.func, frame)]
             given = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
             decay = program.deref(given, frame).value if given is not None else None
             if isinstance(decay, V.Const) and _number(decay.value) and not 0.0 <= decay.value <= 1.0:
