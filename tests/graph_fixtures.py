@@ -41,6 +41,8 @@ ARTIFACTS = {
     "h5-nested": ("keras_nested_correct", "nested.h5", set()),
     "weights-h5-nested": ("keras_nested_correct", "nested.weights.h5", set()),
     "keras-subclassed": ("keras_nested_correct", "subclassed.keras", set()),
+    "h5-renamed-scopes": ("keras2_h5_renamed_scopes", "renamed.h5", set()),
+    "weights-h5-renamed-scopes": ("keras2_h5_renamed_scopes", "renamed_weights.h5", set()),
     # one per fault
     "bn001-unrun-update-ops": ("tf1_unrun_update_ops", "ckpt", {"BN001", "BN010"}),
     "bn002-cond-duplicated": ("tf1_cond_duplicated", "ckpt", {"BN002"}),

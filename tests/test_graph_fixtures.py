@@ -214,6 +214,10 @@ def test_lambda_layer_is_never_executed(artifact_path, tmp_path):
     ("keras-nested", {"block/inner_bn", "own_bn", "outer_bn"}),
     ("h5-nested", {"block/inner_bn", "own_bn", "outer_bn"}),
     ("weights-h5-nested", {"inner_bn", "own_bn", "outer_bn"}),
+    # Keras 2 files whose weight names carry renamed scopes (`batch_normalization_1/gamma:0` in the
+    # group `batch_normalization`): read by layer group, in order, as Keras loads them.
+    ("h5-renamed-scopes", {"batch_normalization", "block/inner_bn"}),
+    ("weights-h5-renamed-scopes", {"batch_normalization", "block"}),
     ("keras-subclassed", {"batch_normalization"}),
     ("tf2-savedmodel", {"conv_bn", "fc_bn"}),
     ("keras-export", {"conv_bn", "fc_bn"}),

@@ -214,15 +214,22 @@ def _fill_keras3(artifact: Artifact, h5, config_layers: list[BNLayer] | None) ->
     artifact.step, artifact.step_source = _keras3_step(h5)
 
 
-def _legacy_weights(group) -> dict[str, dict[str, object]]:
-    """``{scope: {role: dataset}}`` from a legacy (Keras 2 style) HDF5 weights group."""
-    scopes: dict[str, dict[str, object]] = {}
+def _legacy_groups(group) -> dict[str, list[tuple[str, dict[str, object]]]]:
+    """``{layer group: [(scope, {role: dataset}), ...]}`` from a legacy (Keras 2 style) HDF5 weights
+    group: each group's batch-norm weight sets in the order of its ``weight_names``.
+
+    Keras loads a layer's weights from the group named after the layer, in that order, whatever the
+    weight names say: a model built in a graph that already held its names saves ``batch_normalization``'s
+    weights as ``batch_normalization_1/gamma:0``.  The scope is kept, for nested models and for files
+    without a config."""
+    groups: dict[str, list[tuple[str, dict[str, object]]]] = {}
     names = group.attrs.get("layer_names")
     layer_names = [n.decode() if isinstance(n, bytes) else str(n) for n in (names if names is not None else [])]
     for layer_name in layer_names:
         layer_group = group.get(layer_name)
         if layer_group is None:
             continue
+        sets = groups.setdefault(layer_name, [])
         weight_names = layer_group.attrs.get("weight_names")
         for weight in (weight_names if weight_names is not None else []):
             weight = weight.decode() if isinstance(weight, bytes) else str(weight)
@@ -230,9 +237,12 @@ def _legacy_weights(group) -> dict[str, dict[str, object]]:
             dataset = layer_group.get(weight)
             if parts is None or dataset is None:
                 continue
-            scope = parts[0] or layer_name
-            scopes.setdefault(scope, {}).setdefault(parts[1], dataset)
-    return scopes
+            scope, role = parts[0] or layer_name, parts[1]
+            if not sets or sets[-1][0] != scope or role in sets[-1][1]:
+                sets.append((scope, {}))
+            sets[-1][1][role] = dataset
+    return {name: [found for found in sets if any(role in found[1] for role in MOVING)]
+            for name, sets in groups.items()}
 
 
 def _legacy_step(h5) -> tuple[int | None, str | None]:
@@ -254,27 +264,38 @@ def _legacy_step(h5) -> tuple[int | None, str | None]:
 
 
 def _fill_legacy(artifact: Artifact, h5, group, config_layers: list[BNLayer] | None) -> None:
-    scopes = _legacy_weights(group)
+    groups = _legacy_groups(group)
     if config_layers is None:
-        for scope, roles in sorted(scopes.items()):
-            if not any(role in roles for role in MOVING):
-                continue
-            layer = BNLayer(scope)
-            for role, dataset in roles.items():
-                layer.keys[role] = dataset.name
-                layer.values[role] = _read(dataset)
-            artifact.layers.append(layer)
+        for name, sets in groups.items():
+            for scope, roles in sets:
+                artifact.layers.append(_with_values(BNLayer(name if len(sets) == 1 else f"{name}/{scope}"), roles))
     else:
+        # The config's batch-norm layers under each top-level layer (itself, or a nested model's),
+        # in order, take that layer group's batch-norm weight sets in order, as Keras loads them.
+        by_group: dict[str, list[BNLayer]] = {}
         for layer in config_layers:
-            # Weights of a nested model's layers are named with the nested model's name in front.
-            short = layer.name.rsplit("/", 1)[-1]
-            roles = scopes.get(layer.name) or scopes.get(short) or next(
-                (found for scope, found in scopes.items() if scope.rsplit("/", 1)[-1] == short), {})
-            for role, dataset in roles.items():
-                layer.keys[role] = dataset.name
-                layer.values[role] = _read(dataset)
-            artifact.layers.append(layer)
+            by_group.setdefault(layer.name.split("/", 1)[0], []).append(layer)
+        scopes = {scope: roles for sets in groups.values() for scope, roles in sets}
+        for name, layers in by_group.items():
+            sets = groups.get(name, [])
+            if len(sets) == len(layers):
+                for layer, (_, roles) in zip(layers, sets):
+                    _with_values(layer, roles)
+            else:
+                for layer in layers:
+                    # Weights of a nested model's layers are named with the nested model's name in front.
+                    short = layer.name.rsplit("/", 1)[-1]
+                    _with_values(layer, scopes.get(layer.name) or scopes.get(short) or next(
+                        (found for scope, found in scopes.items() if scope.rsplit("/", 1)[-1] == short), {}))
+        artifact.layers.extend(config_layers)
     artifact.step, artifact.step_source = _legacy_step(h5)
+
+
+def _with_values(layer: BNLayer, roles: dict[str, object]) -> BNLayer:
+    for role, dataset in roles.items():
+        layer.keys[role] = dataset.name
+        layer.values[role] = _read(dataset)
+    return layer
 
 
 def _config_layers(config) -> list[BNLayer]:
