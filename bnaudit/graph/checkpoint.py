@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 from bnaudit.graph.bundle import Bundle
-from bnaudit.graph.model import MOVING, PARAMS, ROLES, Artifact, BNLayer, split_role
+from bnaudit.graph.model import MOVING, PARAMS, ROLES, Artifact, BNLayer, natural_key, split_role
 
 STEP_NAMES = ("global_step", "iterations", "_iterations", "iter", "iteration")
 _VALUE_ATTR = "VARIABLE_VALUE"
@@ -137,7 +137,7 @@ def checkpoint_artifact(bundle: Bundle, kind: str | None = None) -> Artifact:
         artifact = Artifact(bundle.path, kind or "TF1 checkpoint", has_values=True)
         scopes = keep_batch_norm(group_by_scope(bundle.shapes))
         artifact.step, artifact.step_source = name_step(bundle)
-    for scope, roles in sorted(scopes.items()):
+    for scope, roles in sorted(scopes.items(), key=lambda item: natural_key(item[0])):
         layer = BNLayer(scope, keys=dict(roles))
         read_values(layer, bundle)
         artifact.layers.append(layer)

@@ -7,7 +7,7 @@ that lacks ``moving_mean`` is only a fault (BN004) because the graph has it.
 
 from __future__ import annotations
 
-from bnaudit.graph.model import MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, split_role
+from bnaudit.graph.model import MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, natural_key, split_role
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_value, is_moving_stat
 
@@ -95,7 +95,7 @@ def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False
         if node is not None and (node.op in VARIABLE_OPS or node.op == "Const"):
             layer.bias_corrected = True
             layer.class_name = "bnaudit.layers.batch_norm"
-    artifact.layers.sort(key=lambda layer: layer.name)
+    artifact.layers.sort(key=lambda layer: natural_key(layer.name))
 
 
 def _node_names(values) -> list[str]:

@@ -25,6 +25,7 @@ PARAMS = (GAMMA, BETA)
 DEFAULT_INITIAL = {GAMMA: 1.0, BETA: 0.0, MEAN: 0.0, VARIANCE: 1.0}
 
 _SUFFIX_RE = re.compile(r"_\d+$")
+_DIGITS_RE = re.compile(r"(\d+)")
 
 
 class ArtifactError(Exception):
@@ -34,6 +35,11 @@ class ArtifactError(Exception):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that puts ``batch_normalization_2`` before ``batch_normalization_10``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS_RE.split(name) if part)
 
 
 def split_role(name: str) -> tuple[str, str] | None:

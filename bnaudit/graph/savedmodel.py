@@ -15,7 +15,7 @@ import re
 from bnaudit.graph.bundle import Bundle
 from bnaudit.graph.checkpoint import checkpoint_artifact, object_graph_layers, object_graph_step, read_values
 from bnaudit.graph.metagraph import apply_meta_graph
-from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath
+from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath, natural_key
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import GraphView
 
@@ -78,7 +78,7 @@ def _tf2_layers(display: str, model, bundle: Bundle | None) -> Artifact:
             for attribute in ckpt_graph.nodes[node_id].attributes:
                 if not attribute.full_name:
                     attribute.full_name = node.variable.name.split(":", 1)[0]
-    for scope, roles in sorted(object_graph_layers(ckpt_graph).items()):
+    for scope, roles in sorted(object_graph_layers(ckpt_graph).items(), key=lambda item: natural_key(item[0])):
         layer = BNLayer(scope, keys=roles)
         read_values(layer, bundle)
         artifact.layers.append(layer)
