@@ -1,5 +1,3 @@
-import sys
+from bnaudit.cli import console
 
-from bnaudit.cli import main
-
-sys.exit(main())
+console()

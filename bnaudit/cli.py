@@ -180,5 +180,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FINDINGS
 
 
+def console() -> None:
+    """The ``bnaudit`` command: ``main``, then an exit that skips freeing what the check built (a
+    second or so on a large repository) once the output is flushed."""
+    from bnaudit.source import engine
+
+    engine.KEEP_UNTIL_EXIT = []
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    if engine.KEEP_UNTIL_EXIT:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

@@ -59,6 +59,9 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+# A process that exits right after the check (the CLI) sets this to a list: the program is kept in it
+# instead of freed, object by object, only for the process to end (see ``cli.console``).
+KEEP_UNTIL_EXIT: list | None = None
 # The files read before the workers were forked: they inherit them instead of being sent them.
 _SHARED: dict[str, bytes] = {}
 
@@ -136,7 +139,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     try:
         return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir)
     finally:
-        if enabled:
+        if enabled and KEEP_UNTIL_EXIT is None:  # a process about to exit need not collect them
             gc.enable()
 
 
@@ -291,7 +294,10 @@ def _judge(wanted: list[str], records: dict[str, FileRecord], content, cache: Fa
     result.errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 for a "
                          f"traceback" for o in outcomes if isinstance(o, InternalError))
     wanted_codes = None if select is None and not ignore else (set(select or FAULTS) - set(ignore or ()))
-    raw = run_all(Program(facts, list(records)), wanted_codes, result.errors) if facts else []
+    program = Program(facts, list(records)) if facts else None
+    raw = run_all(program, wanted_codes, result.errors) if program is not None else []
+    if KEEP_UNTIL_EXIT is not None:
+        KEEP_UNTIL_EXIT.append(program)
 
     findings = [Finding(f.path, f.line, f.column, "BN000", f.message) for f in failures]
     findings.extend(_place(raw, content))
