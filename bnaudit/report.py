@@ -53,13 +53,19 @@ def rules_table() -> str:
                     tablefmt="simple", maxcolwidths=[None, None, None, None, 70])
 
 
-def _fmt_range(pair, single: bool = False) -> str:
-    if pair is None:
+def _fmt_range(found, single: bool = False) -> str:
+    """``[low, high]`` of the finite channels (``low / high`` for a min/max column), and how many
+    channels are NaN or infinite: one bad channel must not hide the range of the others."""
+    if found is None:
         return "-"
-    low, high = pair
+    low, high, bad = found
+    if low != low:  # every channel is NaN or infinite
+        return f"all {bad} NaN/Inf"
     if single or low == high:
-        return f"{low:.4g}" if low == high else f"{low:.4g} / {high:.4g}"
-    return f"[{low:.4g}, {high:.4g}]"
+        text = f"{low:.4g}" if low == high else f"{low:.4g} / {high:.4g}"
+    else:
+        text = f"[{low:.4g}, {high:.4g}]"
+    return f"{text} +{bad} NaN/Inf" if bad else text
 
 
 def graph_text(artifacts: Sequence[dict]) -> str:

@@ -42,3 +42,21 @@ def test_layers_are_listed_in_natural_order(tmp_path):
         meta.unlink()
     code, out, err = run_cli("graph", str(tmp_path))
     assert [line.split()[0] for line in out.splitlines() if line.startswith("batch_normalization")] == expected, out
+
+
+def test_one_nan_channel_leaves_the_range_of_the_others_readable(tmp_path):
+    # A diverged channel: the row shows the finite range and how many channels are NaN/Inf (it used
+    # to print `nan / nan`), and BN012 still names the fault.
+    script = WRITE_CHECKPOINT.replace("range(12)", "range(2)").replace(
+        "    sess.run(step.assign(5000))\n",
+        "    sess.run(step.assign(5000))\n"
+        "    mean = tf.global_variables()[2]\n"
+        "    sess.run(mean.assign(np.array([0.5, np.nan, -0.25, np.inf], 'float32')))\n")
+    assert "np.nan" in script
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, out, err = run_cli("graph", str(tmp_path))
+    row = next(line for line in out.splitlines() if line.startswith("batch_normalization "))
+    assert "[-0.25, 0.5] +2 NaN/Inf" in row and "BN012" in row, out
+    assert "nan" not in row.lower().replace("nan/inf", ""), row
+    assert code == 1 and "BN012" in out

@@ -71,13 +71,18 @@ def _audit_safely(path: str) -> tuple[Artifact, list[Finding]] | None:
     return None
 
 
-def _range(value) -> tuple[float, float] | None:
+def _range(value) -> tuple[float, float, int] | None:
+    """(min, max) of the finite channels, and how many channels are NaN or infinite."""
     import numpy as np
 
     if value is None or np.size(value) == 0:
         return None
     flat = np.asarray(value, dtype=np.float64).reshape(-1)
-    return float(np.min(flat)), float(np.max(flat))
+    finite = flat[np.isfinite(flat)]
+    bad = int(flat.size - finite.size)
+    if not finite.size:
+        return float("nan"), float("nan"), bad
+    return float(np.min(finite)), float(np.max(finite)), bad
 
 
 def summary(artifact: Artifact, findings: list[Finding]) -> dict:
