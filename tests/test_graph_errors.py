@@ -47,6 +47,20 @@ def test_unknown_file(tmp_path):
     _assert_clean_error(*run_cli("graph", str(path)), path, "match none of them")
 
 
+@pytest.mark.parametrize("name, what", [
+    ("model.tflite", "TensorFlow Lite"), ("model.onnx", "ONNX"), ("models-1.0-py3-none-any.whl", "wheel"),
+])
+def test_formats_bnaudit_does_not_read_are_named(tmp_path, name, what):
+    path = tmp_path / name
+    if name.endswith(".whl"):
+        with zipfile.ZipFile(path, "w") as wheel:   # a real wheel layout, with a model inside
+            wheel.writestr("models/weights.h5", b"")
+            wheel.writestr("models-1.0.dist-info/METADATA", "Name: models\n")
+    else:
+        path.write_bytes(b"\x1c\x00\x00\x00TFL3" if name.endswith(".tflite") else b"\x08\x07\x12\x07pytorch")
+    _assert_clean_error(*run_cli("graph", str(path)), path, "not a supported artifact", what)
+
+
 def test_truncated_checkpoint_data(artifact_path, tmp_path):
     directory, prefix = _copy_checkpoint(artifact_path, tmp_path)
     data = next(directory.glob("*.data-*"))

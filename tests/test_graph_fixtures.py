@@ -64,6 +64,27 @@ def test_bn004_lists_what_the_saver_dropped(artifact_path):
         assert finding["details"]["saved"] == ["beta", "gamma"]
 
 
+def test_bn004_on_a_keras_file_says_how_to_save_in_keras(artifact_path, tmp_path):
+    # A legacy .h5 whose batch-norm group lost its moving statistics (weights saved from a list of
+    # trainable variables): the fix speaks Keras, not tf.global_variables().
+    import h5py
+
+    target = tmp_path / "dropped.h5"
+    shutil.copy(artifact_path("h5-renamed-scopes"), target)
+    with h5py.File(target, "r+") as h5:
+        group = h5["model_weights"]["batch_normalization"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        kept = [n for n in names if "moving" not in n]
+        for name in names:
+            if name not in kept:
+                del group[name]
+        group.attrs["weight_names"] = [n.encode() for n in kept]
+    code, findings, _ = graph_json(target)
+    (finding,) = [f for f in findings if f["code"] == "BN004"]
+    assert finding["layer"] == "batch_normalization" and "model.save" in finding["fix"], finding
+    assert "global_variables" not in finding["fix"]
+
+
 def test_bn005_names_layer_channels_and_values(artifact_path):
     _, findings, _ = graph_json(artifact_path("bn005-negative-variance"))
     finding = _one(findings, "BN005", "fc_bn")

@@ -23,9 +23,16 @@ _DETAIL_LIMIT = 256
 STALE_THRESHOLD = 0.1
 
 
-def _finding(artifact: Artifact, code: str, layer: str | None, message: str, details: dict) -> Finding:
+def _finding(artifact: Artifact, code: str, layer: str | None, message: str, details: dict,
+             fix: str | None = None) -> Finding:
     return Finding(path=artifact.path, line=None, column=None, code=code, message=message,
-                   layer=layer, details=details)
+                   layer=layer, details=details, fix=fix)
+
+
+# A fix in the terms of the artifact's own framework (the catalogue's fix speaks TF1).
+_KERAS_BN004_FIX = ("Save the whole model (`model.save('model.keras')`) or all its weights "
+                    "(`model.save_weights(...)`, which include the non-trainable ones), not a list of "
+                    "trainable variables.")
 
 
 def _num(value: float) -> float | str:
@@ -245,7 +252,8 @@ def check_bn004(artifact: Artifact) -> list[Finding]:
             artifact, "BN004", layer.name,
             f"{' and '.join(missing)} of {layer.name!r} are not saved, {reason}: a restored model "
             "normalizes with the initial statistics (mean 0, variance 1)",
-            {"missing": missing, "saved": sorted(layer.keys), "declared": sorted(layer.declared)}))
+            {"missing": missing, "saved": sorted(layer.keys), "declared": sorted(layer.declared)},
+            fix=_KERAS_BN004_FIX if "Keras" in artifact.kind else None))
     return findings
 
 

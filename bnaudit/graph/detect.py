@@ -73,6 +73,16 @@ def _latest_version(directory: str) -> str | None:
     return max(versions)[1] if versions else None
 
 
+# Formats people hand to `bnaudit graph` that hold no TF/Keras training state it can read.
+UNSUPPORTED = {
+    ".tflite": "a TensorFlow Lite flatbuffer (converted for inference: no moving statistics or training graph)",
+    ".onnx": "an ONNX model",
+    ".whl": "a Python wheel (unzip it and point bnaudit at the model files inside)",
+    ".tar.gz": "a compressed archive (extract it first)",
+    ".tgz": "a compressed archive (extract it first)",
+}
+
+
 def read_artifact(path: str) -> Artifact:
     """Detect the kind from the path and read it; raises ArtifactError for anything unusable."""
     from bnaudit.graph import graphdef, keras_file, savedmodel
@@ -112,6 +122,9 @@ def read_artifact(path: str) -> Artifact:
         return _meta(path)
     if name in ("saved_model.pb", "saved_model.pbtxt"):
         return savedmodel.read_saved_model(os.path.dirname(path) or ".", path)
+    unsupported = next((what for suffix, what in UNSUPPORTED.items() if name.lower().endswith(suffix)), None)
+    if unsupported is not None:
+        raise ArtifactError(path, f"not a supported artifact: {unsupported} (bnaudit graph reads {EXPECTED})")
     if name.endswith(".keras"):
         return keras_file.read_keras(path)
     if name.endswith((".h5", ".hdf5", ".weights.h5")):
