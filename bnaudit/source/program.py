@@ -26,6 +26,7 @@ _BUILTINS = frozenset(dir(builtins)) | {"xrange", "unicode", "long", "raw_input"
 _BN_NAMES = frozenset(name for api in catalogue.APIS for name in api.qualnames) \
     | catalogue.SLIM_NORMALIZED_LAYERS | catalogue.PARTIAL
 _MAPPING_METHODS = frozenset(dir(dict)) | {"__dict__", "__class__"}
+_MISSING = object()
 MAX_DEPTH = 16          # steps when following a value through names and parameters
 MAX_CALL_DEPTH = 8      # caller levels when instantiating a function's calls
 MAX_INSTANCES = 96      # instantiations of one call site
@@ -131,6 +132,7 @@ class Program:
         self._lexical: dict[tuple[int, str], Frame] = {}
         self._deref: dict[tuple[int, int], tuple[Located, V.Value, Frame | None, bool]] = {}
         self._wanted_callers = False
+        self._dotted: dict[tuple[str, int], tuple[V.Value, ModuleFacts] | None] = {}
         self._methods: dict[int, dict[tuple[str, str], str]] = {}
         self._runners: set[int] = set()   # calls that run a function in place (see run_targets)
         self._targets: dict[int, list[tuple[ModuleFacts, FunctionFact]]] = {}
@@ -408,9 +410,17 @@ class Program:
         return self._by_norm.get(path) if path is not None and count == dotted.count(".") + 1 else None
 
     def _lookup_dotted(self, name: str, importer: ModuleFacts | None) -> tuple[V.Value, ModuleFacts] | None:
-        """``pkg.model.build`` imported in ``importer`` -> the function/class/assignment it names."""
+        """``pkg.model.build`` imported in ``importer`` -> the function/class/assignment it names
+        (memoized: a module spells the same dotted names over and over)."""
         if importer is None:
             return None
+        key = (name, id(importer))
+        found = self._dotted.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._dotted[key] = self._lookup_dotted_uncached(name, importer)
+        return found
+
+    def _lookup_dotted_uncached(self, name: str, importer: ModuleFacts) -> tuple[V.Value, ModuleFacts] | None:
         path, count = self.resolver.resolve(importer.path, name)
         module = self._by_norm.get(path) if path is not None else None
         if module is None:
