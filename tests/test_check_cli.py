@@ -291,6 +291,24 @@ def test_parallel_and_serial_runs_agree(tmp_path, capsys):
     assert serial == parallel and len(serial[1]) == 10
 
 
+def test_prefilter_signals_read_in_the_pool_agree_with_one_process(tmp_path, capsys):
+    # Past SIGNALS_PARALLEL_THRESHOLD files, the workers (forked, inheriting the files read) compute
+    # what the prefilter reads; the selection and the findings must be those of one process.
+    from bnaudit.source.engine import SIGNALS_PARALLEL_THRESHOLD
+
+    write(tmp_path, "model.py", "import tensorflow as tf\ndef net(x):\n"
+                                "    return tf.layers.batch_normalization(x, training=True)\n")
+    write(tmp_path, "train.py", "import tensorflow as tf\nfrom model import net\n"
+                                "x = tf.placeholder(tf.float32, [None, 4])\n"
+                                "train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(net(x)))\n")
+    for i in range(SIGNALS_PARALLEL_THRESHOLD):
+        write(tmp_path, f"lib/util_{i:03}.py", f"import os\nVALUE = {i}\n")
+    serial = run_json(capsys, "--no-cache", "--jobs", "1", str(tmp_path))
+    parallel = run_json(capsys, "--no-cache", "--jobs", "2", str(tmp_path))
+    assert serial == parallel
+    assert [(Path(d["path"]).name, d["code"]) for d in parallel[1]] == [("train.py", "BN001")]
+
+
 def test_rules_and_explain(capsys):
     assert main(["rules"]) == 0
     table = capsys.readouterr().out

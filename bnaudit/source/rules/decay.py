@@ -40,7 +40,9 @@ def _range_count(program: Program, value: V.Value, frame) -> int | None:
     return _int(len(range(start, stop, step)) if step else None)
 
 
-def _is_step(program: Program, module: ModuleFacts, call: CallFact, stepping: frozenset) -> bool:
+def _steps_here(program: Program, module: ModuleFacts, call: CallFact) -> bool | None:
+    """Whether the call itself runs a training step (``minimize``, ``sess.run(train_op)``); None when
+    only the functions it calls can tell."""
     func = call.value.func
     if isinstance(func, V.Attr) and func.attr in _STEP_METHODS:
         return True
@@ -50,7 +52,7 @@ def _is_step(program: Program, module: ModuleFacts, call: CallFact, stepping: fr
         frame = program.lexical(module, call.scope)
         return S.contains(program, fetches, frame, lambda v, f: isinstance(v, V.Call) and isinstance(
             v.func, V.Attr) and v.func.attr in _STEP_METHODS | {"group"} and _has_train_op(v))
-    return any((id(target[0]), target[1].qualname) in stepping for target in program.targets(call))
+    return None
 
 
 def _has_train_op(call: V.Call) -> bool:
@@ -58,14 +60,26 @@ def _has_train_op(call: V.Call) -> bool:
                for v in V.walk(call))
 
 
-def _stepping_functions(program: Program) -> frozenset[tuple[int, str]]:
-    """Functions that run a training step (apply gradients, minimize, run a train op)."""
+def _steps(program: Program) -> tuple[frozenset[tuple[int, str]], dict[int, bool]]:
+    """The functions that run a training step themselves, and the calls that do or do not (by id;
+    absent: only their callees can tell)."""
     found: set[tuple[int, str]] = set()
+    direct: dict[int, bool] = {}
     for module in program.modules:
         for call in module.calls:
-            if call.scope and _is_step(program, module, call, frozenset()):
-                found.add((id(module), call.scope.split(".<lambda")[0]))
-    return frozenset(found)
+            here = _steps_here(program, module, call)
+            if here is not None:
+                direct[id(call)] = here
+                if here and call.scope:
+                    found.add((id(module), call.scope.split(".<lambda")[0]))
+    return frozenset(found), direct
+
+
+def _is_step(program: Program, call: CallFact, stepping: frozenset, direct: dict[int, bool]) -> bool:
+    here = direct.get(id(call))
+    if here is not None:
+        return here
+    return bool(stepping) and any((id(target[0]), target[1].qualname) in stepping for target in program.targets(call))
 
 
 _TRAINING_CALLS = frozenset({"train", "fit", "train_and_evaluate"})
@@ -84,7 +98,7 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
     if cache:
         return cache[0]
     lengths: list[tuple[ModuleFacts, str, int]] = []
-    stepping = _stepping_functions(program)
+    stepping, direct = _steps(program)
     named = {id(call) for _, call in program.calls_named(lambda name: name.endswith(("TrainSpec", "learning.train")))
              if not isinstance(call.value.func, V.Attr)}
     for module in program.modules:
@@ -99,7 +113,7 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
                 per = S.const_value(program, program.deref(call.value.kwarg("steps_per_epoch") or V.UNKNOWN, frame))
                 if _int(epochs) and _int(per):
                     lengths.append((module, _top(call.scope), epochs * per))
-            if _is_step(program, module, call, stepping):
+            if _is_step(program, call, stepping, direct):
                 module_steps = True
                 enclosing = [loop for loop in module.loops
                              if loop.scope == call.scope and loop.loc < call.loc <= loop.end]
