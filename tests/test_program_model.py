@@ -486,3 +486,51 @@ def test_a_class_whose_attribute_holds_an_object_of_itself_is_asked_once(tmp_pat
     program = Program([_extract_job((str(path), source.encode(), "node", False))], [str(path)])
     assert S.class_builds_batch_norm(program, V.FunctionRef(str(path), "Node")) is False
     assert S.class_builds_batch_norm(program, V.FunctionRef(str(path), "Tree")) is True
+
+
+def test_entries_related_by_index_are_those_related_pair_by_pair(tmp_path):
+    # `Executions.near` finds the entries related to one from indices (reaches, reached by, imports,
+    # one class); it must agree with `related_entries` asked pair by pair.
+    import itertools
+
+    from bnaudit.source.engine import _extract_job
+    from bnaudit.source.program import Program
+
+    files = {
+        "model.py": """
+            import tensorflow as tf
+            def net(x):
+                return tf.layers.batch_normalization(x, training=True)
+            class Trainer:
+                def train(self, x):
+                    return tf.train.AdamOptimizer().minimize(tf.reduce_sum(net(x)))
+                def evaluate(self, x):
+                    return net(x)
+            """,
+        "train.py": """
+            import tensorflow as tf
+            from model import net
+            def main(_):
+                x = tf.placeholder(tf.float32, [None, 4])
+                tf.train.AdamOptimizer().minimize(tf.reduce_sum(net(x)))
+            tf.app.run(main)
+            """,
+        "other.py": """
+            import tensorflow as tf
+            def unrelated(x):
+                return tf.layers.batch_normalization(x, training=False)
+            """,
+    }
+    modules = []
+    for name, text in files.items():
+        path = tmp_path / name
+        source = normalize(text)
+        path.write_text(source)
+        modules.append(_extract_job((str(path), source.encode(), name[:-3], False)))
+    program = Program(modules, [str(tmp_path / name) for name in files])
+    executions = program.executions
+    entries = {(id(module), scope) for module in modules for scope in ("", *module.functions)}
+    related = [(a, b) for a, b in itertools.product(entries, entries) if executions.related_entries(a, b)]
+    assert len(related) > len(entries)   # some pairs of different entries are related
+    for a, b in itertools.product(entries, entries):
+        assert executions.related_entries(a, b) == (b in executions._related_to(a)), (a, b)

@@ -54,6 +54,7 @@ class Executions:
         self._paths: dict[int, tuple[Path, Site]] = {}
         self._graphs: dict[int, tuple[tuple, Path]] = {}
         self._related: dict[tuple[tuple[int, str], tuple[int, str]], bool] = {}
+        self._related_sets: dict[tuple[int, str], frozenset[tuple[int, str]]] = {}
 
     # ------------------------------------------------------------------ entries
     @cached_property
@@ -182,10 +183,47 @@ class Executions:
     def near(self, site: Site, others: "SitesByEntry[T]") -> Iterator[T]:
         """The items of ``others`` whose calls may run with ``site`` (``together`` is not False for
         items elsewhere): a repository of many scripts is compared entry by entry, not call by call."""
-        entry = self.path(site).entry
-        for other_entry, items in others.groups.items():
-            if self.related_entries(entry, other_entry):
-                yield from items
+        related = self._related_to(self.path(site).entry)
+        groups = others.groups
+        if len(related) < len(groups):
+            for other_entry in related:
+                yield from groups.get(other_entry, ())
+        else:
+            for other_entry, items in groups.items():
+                if other_entry in related:
+                    yield from items
+
+    def _related_to(self, entry: tuple[int, str]) -> frozenset[tuple[int, str]]:
+        """Every entry ``related_entries`` pairs with ``entry``, found from indices rather than by
+        trying every entry of the program (memoized)."""
+        found = self._related_sets.get(entry)
+        if found is None:
+            out = {entry} | self._reaches.get(entry, set()) | self._reached_by.get(entry, set())
+            if not entry[1]:
+                out |= {(module, "") for module in self._imports.get(entry[0], ())}
+                out |= {(module, "") for module in self._imported_by.get(entry[0], ())}
+            cls = self._class_of(entry)
+            if cls is not None:
+                module = self._modules[entry[0]]
+                out |= {(entry[0], name) for name, fn in module.functions.items() if fn.class_name == cls[1]}
+            found = self._related_sets[entry] = frozenset(out)
+        return found
+
+    @cached_property
+    def _reached_by(self) -> dict[tuple[int, str], set[tuple[int, str]]]:
+        out: dict[tuple[int, str], set[tuple[int, str]]] = {}
+        for start, reached in self._reaches.items():
+            for node in reached:
+                out.setdefault(node, set()).add(start)
+        return out
+
+    @cached_property
+    def _imported_by(self) -> dict[int, set[int]]:
+        out: dict[int, set[int]] = {}
+        for importer, imported in self._imports.items():
+            for module in imported:
+                out.setdefault(module, set()).add(importer)
+        return out
 
     def index(self, items: Iterable[T], site_of: Callable[[T], Site]) -> "SitesByEntry[T]":
         groups: dict[tuple[int, str], list[T]] = {}
