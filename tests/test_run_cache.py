@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bnaudit.source import analyze
+from bnaudit.source.cache import Seal
 from bnaudit.source.store import RACY_NS
 
 MODEL = """\
@@ -131,10 +132,11 @@ def test_another_bnaudit_version_does_not_replay(tmp_path):
     repo, cache = _repo(tmp_path), tmp_path / "cache"
     first = _run(repo, cache)
     (record_path,) = (cache / "runs").iterdir()
-    record = pickle.loads(record_path.read_bytes())
+    seal = Seal(cache)                        # an older bnaudit of this user seals with the same key
+    record = pickle.loads(seal.open(record_path.read_bytes()))
     record.version = "an older bnaudit"
     record.result = ([], [], {})             # what that version found: nothing
-    record_path.write_bytes(pickle.dumps(record))
+    record_path.write_bytes(seal.seal(pickle.dumps(record)))
     again = _run(repo, cache)
     assert not again.replayed and again.findings == first.findings
 
@@ -185,3 +187,39 @@ def test_a_new_import_changes_what_is_parsed(tmp_path):
     assert first.findings == [] and first.parsed == 1      # only model.py: train.py reaches no layer
     (repo / "train.py").write_text(TRAIN_UNRUN)
     assert _codes(_run(repo, cache)) == [("train.py", 4, "BN001")]
+
+
+class _Planted:
+    """What an attacker who can write the cache directory plants: unpickling it runs code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_an_entry_someone_else_wrote_is_never_unpickled(tmp_path):
+    # Every facts entry and the run record replaced by a pickle that runs code, keeping the seal of
+    # the entry it replaces: the seal does not verify, so nothing is loaded and the answer is right.
+    repo, cache = _repo(tmp_path), tmp_path / "cache"
+    first = _run(repo, cache)
+    marker = tmp_path / "code-ran"
+    planted = pickle.dumps(_Planted(str(marker)))
+    entries = [p for p in cache.rglob("*") if p.is_file() and p.name != "key"]
+    assert entries
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:32] + planted)
+    again = _run(repo, cache)
+    assert not marker.exists()
+    assert not again.replayed and again.findings == first.findings and again.parsed == first.parsed == 2
+
+
+def test_a_cache_directory_others_can_write_is_not_used(tmp_path):
+    repo, cache = _repo(tmp_path), tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    first = _run(repo, cache)
+    again = _run(repo, cache)
+    assert not again.replayed and again.parsed == first.parsed == 2 and again.findings == first.findings
+    assert not any(p.is_file() for p in cache.rglob("*"))

@@ -2,14 +2,18 @@
 
 Facts depend only on a file's bytes, its module name, and bnaudit's own extraction code, so the
 key hashes exactly those.  Entries are pickles written by this same code; a corrupt or unreadable
-entry is treated as a miss.
+entry is treated as a miss.  Unpickling runs code, so every entry is sealed (see ``Seal``): one that
+does not verify is a miss, never loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import pickle
+import secrets
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -34,9 +38,64 @@ def _code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+class Seal:
+    """An HMAC over each cache entry under a per-user key: ``key`` (mode 0600) in a cache directory
+    the user owns and nobody else can write.  Whoever can write cache entries (a shared CI cache, a
+    shared home) cannot make bnaudit unpickle them.  A directory that fails those checks turns the
+    cache off (``usable`` is False): slower, never unsafe."""
+
+    def __init__(self, directory: Path) -> None:
+        self.key = _user_key(str(directory))
+
+    @property
+    def usable(self) -> bool:
+        return self.key is not None
+
+    def seal(self, payload: bytes) -> bytes:
+        assert self.key is not None
+        return hmac.new(self.key, payload, hashlib.sha256).digest() + payload
+
+    def open(self, blob: bytes) -> bytes | None:
+        if self.key is None or len(blob) < 32:
+            return None
+        mac, payload = blob[:32], blob[32:]
+        return payload if hmac.compare_digest(mac, hmac.new(self.key, payload, hashlib.sha256).digest()) else None
+
+
+@lru_cache(maxsize=8)
+def _user_key(directory: str) -> bytes | None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _private(os.stat(directory)):
+            return None
+        path = os.path.join(directory, "key")
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+        status = os.lstat(path)
+        if not stat.S_ISREG(status.st_mode) or not _private(status) or status.st_mode & 0o077:
+            return None
+        with open(path, "rb") as handle:
+            key = handle.read(64)
+        return key if len(key) == 32 else None
+    except OSError:
+        return None
+
+
+def _private(status: os.stat_result) -> bool:
+    """Owned by this user (where there are users) and writable by nobody else."""
+    owner = getattr(os, "getuid", None)
+    return (owner is None or status.st_uid == owner()) and not status.st_mode & 0o022
+
+
 class FactCache:
     def __init__(self, directory: Path | None) -> None:
-        self.directory = directory
+        self.seal = Seal(directory) if directory is not None else None
+        self.directory = directory if self.seal is not None and self.seal.usable else None
         self.hits = 0
 
     def key(self, path: str, data: bytes, module: str, is_package: bool) -> str:
@@ -49,7 +108,10 @@ class FactCache:
             return None
         try:
             with open(self.directory / key[:2] / key, "rb") as handle:
-                value = pickle.load(handle)
+                payload = self.seal.open(handle.read())
+            if payload is None:
+                return None
+            value = pickle.loads(payload)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError):
             return None
         self.hits += 1
@@ -63,7 +125,7 @@ class FactCache:
             target.parent.mkdir(parents=True, exist_ok=True)
             # Write then rename: a concurrent run never reads half an entry.
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
-                pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                handle.write(self.seal.seal(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
             os.replace(handle.name, target)
         except OSError:
             pass  # a read-only cache directory just means no cache

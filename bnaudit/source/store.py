@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bnaudit.source.cache import Seal
 from bnaudit.source.prefilter import Signals
 
 Stat = tuple[int, int, int]
@@ -71,14 +72,21 @@ def result_key(files: dict[str, FileRecord], wanted: set[str], options: tuple) -
 
 
 class RunStore:
+    """The record, sealed like the facts cache's entries (``cache.Seal``): one that does not verify
+    is not unpickled."""
+
     def __init__(self, directory: Path, identity: tuple) -> None:
         name = hashlib.sha256(repr(identity).encode()).hexdigest()[:32]
         self.path = directory / "runs" / f"{name}.pickle"
+        self.seal = Seal(directory)
 
     def load(self) -> RunRecord | None:
         try:
             with open(self.path, "rb") as handle:
-                record = pickle.load(handle)
+                payload = self.seal.open(handle.read())
+            if payload is None:
+                return None
+            record = pickle.loads(payload)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError,
                 IndexError, KeyError):
             return None
@@ -91,11 +99,13 @@ class RunStore:
         record = replace(record, files={
             path: file if file.stat[1] < now - RACY_NS else replace(file, stat=(-1, -1, -1))
             for path, file in record.files.items()})
+        if not self.seal.usable:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Write then rename: a concurrent run never reads half a record.
             with tempfile.NamedTemporaryFile(dir=self.path.parent, delete=False) as handle:
-                pickle.dump(record, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                handle.write(self.seal.seal(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)))
             os.replace(handle.name, self.path)
         except OSError:
             pass  # a read-only cache directory just means no cache
