@@ -163,6 +163,13 @@ def _fields(cls: type) -> tuple[str, ...]:
     return fields
 
 
+def _target_names(target: cst.BaseExpression) -> list[cst.Name]:
+    """The names a loop or comprehension target binds: ``i, (a, b)`` -> i, a, b."""
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _target_names(element.value)]
+    return [target] if isinstance(target, cst.Name) else []
+
+
 class Walker:
     """A lean pre-order traversal (libcst's visitor machinery costs almost as much as the parse).
 
@@ -569,12 +576,7 @@ class Extractor(Walker):
         self._assign_loop_variables(node.target, loop.iter)
 
     def _loop_names(self, target: cst.BaseExpression, iterable: V.Value) -> dict[str, V.Value]:
-        if isinstance(target, (cst.Tuple, cst.List)):
-            names: dict[str, V.Value] = {}
-            for element in target.elements:
-                names.update(self._loop_names(element.value, iterable))
-            return names
-        return {target.value: V.Opaque("loop-variable", iterable)} if isinstance(target, cst.Name) else {}
+        return {name.value: V.Opaque("loop-variable", iterable) for name in _target_names(target)}
 
     def _enter_comprehension(self, node: cst.BaseComp) -> None:
         """Calls inside ``[f(x) for x in xs]`` see ``x`` as drawn from ``xs`` (the element is walked first)."""
@@ -593,11 +595,8 @@ class Extractor(Walker):
 
     def _assign_loop_variables(self, target: cst.BaseExpression, iterable: V.Value) -> None:
         """``for x in xs`` / ``for i, (a, b) in enumerate(pairs)``: each name is drawn from the iterable."""
-        if isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._assign_loop_variables(element.value, iterable)
-        elif isinstance(target, cst.Name):
-            self._assign(target, V.Opaque("loop-variable", iterable))
+        for name in _target_names(target):
+            self._assign(name, V.Opaque("loop-variable", iterable))
 
     def leave_For(self, node: cst.For) -> None:
         self._loops.pop().end = self._index
