@@ -62,6 +62,29 @@ class Seal:
         return payload if hmac.compare_digest(mac, hmac.new(self.key, payload, hashlib.sha256).digest()) else None
 
 
+    def load(self, path: Path):
+        """The value sealed in ``path``; None when it is missing, unreadable, or does not verify."""
+        try:
+            with open(path, "rb") as handle:
+                payload = self.open(handle.read())
+            return pickle.loads(payload) if payload is not None else None
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError,
+                IndexError, KeyError):
+            return None
+
+    def dump(self, path: Path, value) -> None:
+        if self.key is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename: a concurrent run never reads half an entry.
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+                handle.write(self.seal(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+            os.replace(handle.name, path)
+        except OSError:
+            pass  # a read-only cache directory just means no cache
+
+
 @lru_cache(maxsize=8)
 def _user_key(directory: str) -> bytes | None:
     try:
@@ -106,26 +129,11 @@ class FactCache:
     def get(self, key: str):
         if self.directory is None:
             return None
-        try:
-            with open(self.directory / key[:2] / key, "rb") as handle:
-                payload = self.seal.open(handle.read())
-            if payload is None:
-                return None
-            value = pickle.loads(payload)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError):
-            return None
-        self.hits += 1
+        value = self.seal.load(self.directory / key[:2] / key)
+        if value is not None:
+            self.hits += 1
         return value
 
     def put(self, key: str, value) -> None:
-        if self.directory is None:
-            return
-        target = self.directory / key[:2] / key
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a concurrent run never reads half an entry.
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
-                handle.write(self.seal.seal(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
-            os.replace(handle.name, target)
-        except OSError:
-            pass  # a read-only cache directory just means no cache
+        if self.directory is not None:
+            self.seal.dump(self.directory / key[:2] / key, value)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -81,31 +79,13 @@ class RunStore:
         self.seal = Seal(directory)
 
     def load(self) -> RunRecord | None:
-        try:
-            with open(self.path, "rb") as handle:
-                payload = self.seal.open(handle.read())
-            if payload is None:
-                return None
-            record = pickle.loads(payload)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError,
-                IndexError, KeyError):
-            return None
+        record = self.seal.load(self.path)
         if not isinstance(record, RunRecord) or record.version != code_version():
             return None
         return record
 
     def save(self, record: RunRecord) -> None:
         now = time.time_ns()
-        record = replace(record, files={
+        self.seal.dump(self.path, replace(record, files={
             path: file if file.stat[1] < now - RACY_NS else replace(file, stat=(-1, -1, -1))
-            for path, file in record.files.items()})
-        if not self.seal.usable:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a concurrent run never reads half a record.
-            with tempfile.NamedTemporaryFile(dir=self.path.parent, delete=False) as handle:
-                handle.write(self.seal.seal(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)))
-            os.replace(handle.name, self.path)
-        except OSError:
-            pass  # a read-only cache directory just means no cache
+            for path, file in record.files.items()}))
