@@ -50,6 +50,45 @@ x = tf.placeholder(tf.float32, [None, 4])
 real = discriminator(x)
 fake = discriminator(x, reuse=True)  # expect: BN002
 """,
+        """
+import tensorflow.compat.v1 as tf
+class Norm:
+    def __init__(self, name):
+        self.name = name
+    def __call__(self, x):
+        return tf.layers.batch_normalization(x, training=True, name=self.name)
+norms = dict([("bn%d" % i, Norm("bn%d" % i)) for i in range(3)])
+def discriminator(x):
+    with tf.variable_scope("dis"):
+        for i in range(3):
+            x = norms["bn%d" % i](x)
+        return x
+real = discriminator(tf.placeholder(tf.float32, [None, 4]))
+fake = discriminator(tf.placeholder(tf.float32, [None, 4]))  # expect: BN002
+""",
+        """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.layers.batch_normalization(x, training=True)
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)  # expect: BN002
+""",
+        """
+import tensorflow.compat.v1 as tf
+def batchnorm(x, is_train, name):
+    with tf.variable_scope(name):
+        mean, var = tf.nn.moments(x, [0], name="moments")
+        ema = tf.train.ExponentialMovingAverage(decay=0.5)
+        update = ema.apply([mean, var])
+        return tf.nn.batch_normalization(x, mean, var, None, None, 1e-5)
+def discriminator(x, is_train, reuse=None):
+    with tf.variable_scope("DIS", reuse=reuse):
+        return batchnorm(x, is_train, "bn1")
+is_train = tf.placeholder(tf.bool)
+real = discriminator(tf.placeholder(tf.float32, [None, 4]), is_train)
+fake = discriminator(tf.placeholder(tf.float32, [None, 4]), is_train, reuse=True)  # expect: BN002
+""",
     )
     valid = (
         """
@@ -66,6 +105,30 @@ def discriminator(x, reuse=False):
 x = tf.placeholder(tf.float32, [None, 4])
 real = discriminator(x)
 fake = discriminator(x, reuse=True)
+""",
+        """
+import tensorflow.compat.v1 as tf
+class Norm:
+    def __init__(self, name):
+        self.name = name
+    def __call__(self, x):
+        return tf.layers.batch_normalization(x, training=True, name=self.name)
+norms = dict([("bn%d" % i, Norm("bn%d" % i)) for i in range(3)])
+def discriminator(x):
+    with tf.variable_scope("dis", reuse=tf.AUTO_REUSE):
+        for i in range(3):
+            x = norms["bn%d" % i](x)
+        return x
+real = discriminator(tf.placeholder(tf.float32, [None, 4]))
+fake = discriminator(tf.placeholder(tf.float32, [None, 4]))
+""",
+        """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.layers.batch_normalization(x, training=True, name="hist_bn")
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
 """,
     )
 
