@@ -29,11 +29,14 @@ def _error(message: str) -> None:
     print(f"bnaudit: error: {message}", file=sys.stderr)
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
+def _add_selection(parser: argparse.ArgumentParser, formats=("text", "json")) -> None:
     parser.add_argument("--select", action="append", metavar="CODES",
                         help="only report these codes (comma-separated; prefixes like BN00 allowed)")
     parser.add_argument("--ignore", action="append", metavar="CODES", help="never report these codes")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument("--format", choices=formats, default="text",
+                        help="output format (default: text)" + (
+                            "; json-report: every artifact with its layers, findings and counts"
+                            if "json-report" in formats else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     graph.add_argument("paths", nargs="+", metavar="MODEL_PATH")
-    _add_selection(graph)
+    _add_selection(graph, formats=("text", "json", "json-report"))
 
     rules = commands.add_parser("rules", help="list the fault catalogue")
     rules.add_argument("--format", choices=("text", "json"), default="text")

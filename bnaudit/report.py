@@ -53,13 +53,36 @@ def rules_table() -> str:
                     tablefmt="simple", maxcolwidths=[None, None, None, None, 70])
 
 
+def graph_json_report(artifacts: Sequence[dict], unreadable: Sequence[str] = ()) -> str:
+    """``--format json-report``: every artifact with its layers and its findings, and the counts.
+
+    The findings keep the shape of ``--format json``; each layer says what was saved and the
+    finite range of every saved value, with how many channels are NaN or infinite.
+    """
+    items = []
+    for item in artifacts:
+        items.append({
+            "path": item["path"], "kind": item["kind"], "step": item["step"], "step_from": item["step_from"],
+            "has_values": item["has_values"], "layers": item["rows"], "notes": item["notes"],
+            "findings": [finding.to_graph_json() for finding in item["findings"]],
+        })
+    counts: dict[str, int] = {}
+    for item in artifacts:
+        for finding in item["findings"]:
+            counts[finding.code] = counts.get(finding.code, 0) + 1
+    return json.dumps({"artifacts": items, "unreadable": list(unreadable),
+                       "summary": {"artifacts": len(items), "unreadable": len(unreadable),
+                                   "findings": sum(counts.values()), "by_code": dict(sorted(counts.items()))}},
+                      indent=2)
+
+
 def _fmt_range(found, single: bool = False) -> str:
     """``[low, high]`` of the finite channels (``low / high`` for a min/max column), and how many
     channels are NaN or infinite: one bad channel must not hide the range of the others."""
     if found is None:
         return "-"
-    low, high, bad = found
-    if low != low:  # every channel is NaN or infinite
+    low, high, bad = found["min"], found["max"], found["nonfinite"]
+    if low is None:  # every channel is NaN or infinite
         return f"all {bad} NaN/Inf"
     if single or low == high:
         text = f"{low:.4g}" if low == high else f"{low:.4g} / {high:.4g}"
@@ -68,37 +91,60 @@ def _fmt_range(found, single: bool = False) -> str:
     return f"{text} +{bad} NaN/Inf" if bad else text
 
 
-def graph_text(artifacts: Sequence[dict]) -> str:
+def _grouped(findings: Sequence[Finding]) -> list[list[Finding]]:
+    """Findings of one code with one fix, in order of first appearance: one block each."""
+    groups: dict[tuple, list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.code, finding.fix_hint), []).append(finding)
+    return list(groups.values())
+
+
+def graph_text(artifacts: Sequence[dict], unreadable: int = 0) -> str:
     """Per artifact: a header, one table row per batch-norm layer, then its findings with fix hints.
 
+    Findings of one code on several layers are one block: a line per layer and the fix once.
     Each item is the plain dict ``bnaudit.graph.command.summary`` builds (path, facts, rows,
     notes, findings), so this module stays free of TensorFlow.
     """
     out: list[str] = []
     total = 0
+    flagged = 0
     for item in artifacts:
         findings = item["findings"]
         total += len(findings)
+        flagged += bool(findings)
         out.append(f"{item['path']}  ({', '.join(item['facts'])})")
         rows = []
         for row in item["rows"]:
             status = ", ".join(row["codes"]) if row["codes"] else "ok"
             if item.get("has_values") and not row["saved"]:
                 status += " (no saved values)"
+            values = row["values"]
             rows.append((row["layer"], row["channels"] if row["channels"] is not None else "-",
-                         _fmt_range(row["moving_mean"]), _fmt_range(row["moving_variance"], single=True),
-                         _fmt_range(row["gamma"]), status))
+                         _fmt_range(values.get("moving_mean")), _fmt_range(values.get("moving_variance"), single=True),
+                         _fmt_range(values.get("gamma")), status))
         if rows:
             out.append(tabulate(rows, headers=("layer", "channels", "moving mean", "moving var min / max",
                                                "gamma", "status"), tablefmt="simple"))
         else:
             out.append("no batch-norm layers found")
-        for finding in findings:
-            where = f" {finding.layer}:" if finding.layer else ""
-            out.append(f"{finding.code} [{finding.severity}]{where} {finding.message}")
-            out.append(f"    fix: {finding.fix_hint}")
+        for group in _grouped(findings):
+            first = group[0]
+            if len(group) == 1:
+                where = f" {first.layer}:" if first.layer else ""
+                out.append(f"{first.code} [{first.severity}]{where} {first.message}")
+            else:
+                out.append(f"{first.code} [{first.severity}] {first.name}, {len(group)} layers:")
+                for finding in group:
+                    out.append(f"  {finding.layer or '-'}: {finding.message}")
+            out.append(f"    fix: {first.fix_hint}")
         for note in item["notes"]:
             out.append(f"note: {note}")
         out.append("")
-    out.append(f"{_plural(total, 'finding')} in {_plural(len(artifacts), 'artifact')}")
+    tail = f"{_plural(total, 'finding')} in {_plural(len(artifacts), 'artifact')}"
+    if len(artifacts) > 1:
+        tail += f" ({flagged} with findings, {len(artifacts) - flagged} clean)"
+    if unreadable:
+        tail += f"; {_plural(unreadable, 'artifact')} could not be read"
+    out.append(tail)
     return "\n".join(out)

@@ -36,6 +36,8 @@ ARTIFACTS = {
     "weights-h5": ("keras_correct", "model.weights.h5", set()),
     "keras-export": ("keras_correct", "export", set()),
     "tf2-savedmodel": ("keras_correct", "tf2_savedmodel", set()),
+    "frozen-v2": ("keras_correct", "frozen_v2.pb", set()),
+    "frozen-v2-export": ("keras_correct", "frozen_v2_export.pb", set()),
     "lambda-keras": ("keras_lambda_writes_file", "lambda.keras", set()),
     "keras-nested": ("keras_nested_correct", "nested.keras", set()),
     "h5-nested": ("keras_nested_correct", "nested.h5", set()),
@@ -53,8 +55,15 @@ ARTIFACTS = {
     "bn011-serving-training-true": ("tf2_serving_training_true", "savedmodel", {"BN011"}),
     "bn012-nonfinite": ("tf1_nonfinite", "ckpt", {"BN012"}),
 }
+# Each fault injected into one trained Keras model, in every Keras/TF2 format (and TF2-frozen).
+INJECTED_FORMATS = {"keras": "{}.keras", "h5": "{}.h5", "weights-h5": "{}.weights.h5", "export": "{}_export",
+                    "frozen-v2": "{}_frozen.pb", "frozen-v2-fused": "{}_fused_frozen.pb"}
+for _fault, _code in (("nan", "BN012"), ("negative", "BN005"), ("stale", "BN010")):
+    for _format, _pattern in INJECTED_FORMATS.items():
+        ARTIFACTS[f"injected-{_fault}-{_format}"] = ("keras_injected_faults", _pattern.format(_fault), {_code})
 # Faults a script writes into the artifact after training: no source pattern shows them.
-INJECTED = {"tf1_negative_variance": {"BN005"}, "tf1_nonfinite": {"BN012"}}
+INJECTED = {"tf1_negative_variance": {"BN005"}, "tf1_nonfinite": {"BN012"},
+            "keras_injected_faults": {"BN005", "BN010", "BN012"}}
 SCRIPTS = sorted({script for script, _, _ in ARTIFACTS.values()})
 
 

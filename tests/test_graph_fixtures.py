@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
 pytest.register_assert_rewrite("graph_fixtures")  # also loaded as a plugin: rewrite it before importing
-from graph_fixtures import ARTIFACTS, codes_of, graph_json, run_cli
+from graph_fixtures import ARTIFACTS, INJECTED_FORMATS, codes_of, graph_json, run_cli
 
 pytest_plugins = ["graph_fixtures"]  # one session of trained artifacts for every module
 
@@ -243,10 +244,33 @@ def test_lambda_layer_is_never_executed(artifact_path, tmp_path):
     ("tf2-savedmodel", {"conv_bn", "fc_bn"}),
     ("keras-export", {"conv_bn", "fc_bn"}),
     ("frozen-pbtxt", {"conv_bn", "fc_bn"}),
+    # TF2 freezing: constants named .../ReadVariableOp/resource or unknown_N; found from the ops.
+    ("frozen-v2", {"functional_1/conv_bn_1", "functional_1/fc_bn_1"}),
+    ("frozen-v2-export", {"functional_1/conv_bn_1", "functional_1/fc_bn_1"}),
+    ("injected-nan-frozen-v2-fused", {"model/conv_bn", "model/fc_bn"}),
 ])
-def test_every_batch_norm_layer_is_found(artifact_id, layers, artifact_path):
+def test_every_batch_norm_layer_is_found_with_its_values(artifact_id, layers, artifact_path):
     """Nested models, bnaudit's own layer, center=False, subclassed models, TF2 exports, frozen graphs."""
-    code, out, _ = run_cli("graph", str(artifact_path(artifact_id)))
-    rows = {line.split()[0] for line in out.splitlines()[3:] if line and not line.startswith(("BN0", " ", "0 "))}
-    assert layers <= rows, out
-    assert "0 findings in 1 artifact" in out
+    code, out, _ = run_cli("graph", "--format", "json-report", str(artifact_path(artifact_id)))
+    (artifact,) = json.loads(out)["artifacts"]
+    assert {layer["layer"] for layer in artifact["layers"]} == layers, artifact["layers"]
+    for layer in artifact["layers"]:
+        assert {"moving_mean", "moving_variance"} <= set(layer["values"]), layer
+        assert layer["channels"] in (8, 16), layer
+    if not artifact_id.startswith("injected"):
+        assert code == 0 and artifact["findings"] == [], artifact["findings"]
+
+
+@pytest.mark.parametrize("fault, code, layer, details", [
+    ("nan", "BN012", "conv_bn", {"roles": {"moving_variance": {"channels": [3], "values": ["nan"], "count": 1}}}),
+    ("negative", "BN005", "fc_bn", {"channels": [5], "values": [-0.5], "count": 1}),
+    ("stale", "BN010", "conv_bn", {"params_moved": ["gamma", "beta"]}),
+])
+def test_an_injected_fault_is_found_the_same_in_every_format(fault, code, layer, details, artifact_path):
+    """One trained model, one fault, six formats (two of them frozen the TF2 way): one finding each."""
+    for artifact_format in INJECTED_FORMATS:
+        _, findings, _ = graph_json(artifact_path(f"injected-{fault}-{artifact_format}"))
+        (finding,) = findings
+        assert finding["code"] == code and finding["layer"].rsplit("/", 1)[-1].startswith(layer), finding
+        for key, value in details.items():
+            assert finding["details"][key] == value, (artifact_format, finding)

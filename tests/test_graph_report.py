@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 
-from graph_fixtures import run_cli
+import pytest
+
+pytest.register_assert_rewrite("graph_fixtures")
+from graph_fixtures import run_cli  # noqa: E402
+
+pytest_plugins = ["graph_fixtures"]
 
 # Twelve batch-norm layers written by TF's own Saver, with trained-looking values.
 WRITE_CHECKPOINT = textwrap.dedent("""
@@ -60,3 +66,73 @@ def test_one_nan_channel_leaves_the_range_of_the_others_readable(tmp_path):
     assert "[-0.25, 0.5] +2 NaN/Inf" in row and "BN012" in row, out
     assert "nan" not in row.lower().replace("nan/inf", ""), row
     assert code == 1 and "BN012" in out
+
+
+def test_findings_of_one_code_are_one_block_with_one_fix(artifact_path):
+    """Two layers with BN001 and BN010 each: two blocks, a line per layer, the fix once per block."""
+    code, out, _ = run_cli("graph", str(artifact_path("bn001-unrun-update-ops")))
+    assert code == 1
+    assert out.count("    fix: ") == 2, out
+    assert "BN001 [error] unrun-update-ops, 2 layers:" in out and "BN010 [error] stale-moving-stats, 2 layers:" in out
+    block = out[out.index("BN001 [error]"):out.index("BN010 [error]")]
+    assert [line.split(":")[0].strip() for line in block.splitlines()[1:3]] == ["conv_bn", "fc_bn"], block
+    assert "4 findings in 1 artifact" in out
+
+
+def test_json_report_has_layers_findings_and_counts(artifact_path, tmp_path):
+    paths = [str(artifact_path("bn005-negative-variance")), str(artifact_path("keras")), str(tmp_path / "gone.h5")]
+    code, out, err = run_cli("graph", "--format", "json-report", *paths)
+    assert code == 2 and "gone.h5: no such file" in err
+    report = json.loads(out)
+    assert report["unreadable"] == [paths[2]]
+    assert report["summary"] == {"artifacts": 2, "unreadable": 1, "findings": 1, "by_code": {"BN005": 1}}
+    negative, keras = report["artifacts"]
+    assert negative["step"] == 300 and negative["step_from"] == "global_step"
+    layers = {layer["layer"]: layer for layer in negative["layers"]}
+    assert set(layers) == {"conv_bn", "fc_bn"}
+    assert layers["fc_bn"]["codes"] == ["BN005"] and layers["conv_bn"]["codes"] == []
+    variance = layers["fc_bn"]["values"]["moving_variance"]
+    assert variance["min"] == -3.0 and variance["nonfinite"] == 0 and layers["fc_bn"]["channels"] == 16
+    assert layers["fc_bn"]["saved"] == ["gamma", "beta", "moving_mean", "moving_variance"]
+    assert layers["conv_bn"]["decay"] == pytest.approx(0.99)
+    # The findings keep the shape of --format json, which CI users parse.
+    _, plain, _ = run_cli("graph", "--format", "json", paths[0])
+    assert negative["findings"] == json.loads(plain)
+    assert keras["findings"] == [] and {layer["layer"] for layer in keras["layers"]} == {"conv_bn", "fc_bn"}
+
+
+def test_many_artifacts_end_in_a_summary_line(artifact_path):
+    code, out, _ = run_cli("graph", str(artifact_path("bn005-negative-variance")), str(artifact_path("keras")),
+                           str(artifact_path("h5")))
+    assert code == 1
+    assert out.rstrip().splitlines()[-1] == "1 finding in 3 artifacts (1 with findings, 2 clean)"
+
+
+def test_progress_goes_to_a_terminal_only(artifact_path):
+    """`[i/n] path` on stderr when it is a terminal (erased once done), nothing when it is a pipe."""
+    import os
+    import pty
+
+    paths = [str(artifact_path("keras")), str(artifact_path("h5"))]
+    command = [sys.executable, "-m", "bnaudit", "graph", *paths]
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=slave, timeout=300)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, seen
+    text = seen.decode()
+    assert f"[1/2] {paths[0]}" in text and f"[2/2] {paths[1]}" in text, text
+    assert text.endswith("\r"), repr(text[-80:])
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "[1/2]" not in piped.stderr, piped.stderr

@@ -85,51 +85,88 @@ def _range(value) -> tuple[float, float, int] | None:
     return float(np.min(finite)), float(np.max(finite)), bad
 
 
+def _layer_data(layer, codes: list[str]) -> dict:
+    values = {}
+    for role in ROLES:
+        found = _range(layer.values.get(role))
+        if found is not None:
+            low, high, bad = found
+            values[role] = {"min": None if low != low else low, "max": None if high != high else high,
+                            "nonfinite": bad}
+    return {
+        "layer": layer.name,
+        "class": layer.class_name,
+        "channels": layer.channels,
+        "saved": [role for role in ROLES if role in layer.keys],
+        "declared": [role for role in ROLES if role in layer.declared],
+        "values": values,
+        "decay": layer.decay,
+        "decay_from": layer.decay_source,
+        "bias_corrected": layer.bias_corrected,
+        "codes": codes,
+    }
+
+
 def summary(artifact: Artifact, findings: list[Finding]) -> dict:
-    """The plain-data view of one audited artifact that ``report.graph_text`` renders."""
+    """The plain-data view of one audited artifact that ``report`` renders as text or JSON."""
     codes: dict[str, list[str]] = {}
     for finding in findings:
         if finding.layer:
             codes.setdefault(finding.layer, [])
             if finding.code not in codes[finding.layer]:
                 codes[finding.layer].append(finding.code)
-    rows = []
-    for layer in artifact.layers:
-        rows.append({
-            "layer": layer.name,
-            "channels": layer.channels,
-            "moving_mean": _range(layer.values.get("moving_mean")),
-            "moving_variance": _range(layer.values.get("moving_variance")),
-            "gamma": _range(layer.values.get("gamma")),
-            "saved": [role for role in ROLES if role in layer.keys],
-            "codes": codes.get(layer.name, []),
-        })
+    rows = [_layer_data(layer, codes.get(layer.name, [])) for layer in artifact.layers]
     facts = [artifact.kind]
     if artifact.step is not None:
         facts.append(f"{artifact.step_source or 'step'} = {artifact.step}")
     return {"path": artifact.path, "kind": artifact.kind, "facts": facts, "rows": rows,
+            "step": artifact.step, "step_from": artifact.step_source,
             "has_values": artifact.has_values, "notes": list(artifact.notes), "findings": findings}
+
+
+class _Progress:
+    """``[3/40] models/x.h5`` on stderr while many artifacts are audited, only on a terminal."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.shown = total > 1 and sys.stderr.isatty()
+        self.width = 0
+
+    def __call__(self, index: int, path: str) -> None:
+        if self.shown:
+            text = f"[{index}/{self.total}] {path}"[:200]
+            sys.stderr.write("\r" + text.ljust(self.width))
+            sys.stderr.flush()
+            self.width = len(text)
+
+    def done(self) -> None:
+        if self.shown and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
 
 
 def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ignore: set[str] | None = None) -> int:
     ignore = ignore or set()
-    results, failed = [], False
-    for path in paths:
+    results, failed = [], []
+    progress = _Progress(len(paths))
+    for index, path in enumerate(paths, 1):
+        progress(index, path)
         audited = _audit_safely(path)
         if audited is None:
-            failed = True
+            failed.append(path)
             continue
         artifact, findings = audited
         findings = [f for f in findings if (select is None or f.code in select) and f.code not in ignore]
         results.append(summary(artifact, findings))
+    progress.done()
     all_findings = [finding for result in results for finding in result["findings"]]
-    if fmt == "json":
-        print(report.graph_json(all_findings))
+    if fmt in ("json", "json-report"):
+        print(report.graph_json(all_findings) if fmt == "json" else report.graph_json_report(results, failed))
         for result in results:
             for note in result["notes"]:
                 print(f"bnaudit: note: {result['path']}: {note}", file=sys.stderr)
     elif results:
-        print(report.graph_text(results))
+        print(report.graph_text(results, unreadable=len(failed)))
     if failed:
         return EXIT_ERROR
     return EXIT_FINDINGS if all_findings else EXIT_CLEAN

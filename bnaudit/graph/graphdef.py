@@ -1,6 +1,8 @@
-"""Frozen GraphDefs (``.pb``/``.pbtxt``): variables became constants that keep their names.
+"""Frozen GraphDefs (``.pb``/``.pbtxt``): variables became constants.
 
-A frozen graph is an inference graph by construction, so the whole of it is one
+TF1's freezing keeps the variable's name on its constant (``bn/moving_mean``);
+TF2's does not (``unknown_3``), so its layers are found from the ops that
+normalize (``oplayers``).  A frozen graph is an inference graph by construction, so the whole of it is one
 inference path for BN011, with every ``PlaceholderWithDefault`` at its default.
 """
 
@@ -9,7 +11,8 @@ from __future__ import annotations
 import os
 
 from bnaudit.graph.metagraph import apply_graph
-from bnaudit.graph.model import Artifact, ArtifactError, InferencePath
+from bnaudit.graph.model import Artifact, ArtifactError, InferencePath, natural_key
+from bnaudit.graph.oplayers import frozen_constant, layers_from_ops
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import GraphView
 
@@ -29,6 +32,13 @@ def read_graph_def(path: str) -> Artifact:
     view = GraphView.from_graph_def(graph, os.path.basename(path))
     artifact = Artifact(path, "frozen GraphDef")
     apply_graph(artifact, view, frozen_values=True)
+    known = {key for layer in artifact.layers for key in layer.keys.values()}
+    scans = [(view.main, {})] + [(view.function(name), {}) for name in view.library]
+    unnamed = layers_from_ops(view, scans, frozen_constant, known)
+    if unnamed:
+        artifact.layers = sorted(artifact.layers + unnamed, key=lambda layer: natural_key(layer.name))
+        artifact.notes.append(f"{len(unnamed)} batch-norm layer(s) found from the ops that normalize "
+                              "(their constants carry no variable names, as TF2's freezing leaves them)")
     artifact.has_values = any(layer.values for layer in artifact.layers)
     fed = {node.name for node in graph.node if node.op == "Placeholder"}
     artifact.inference = [InferencePath("frozen graph", view, fed=fed)]
