@@ -13,9 +13,11 @@ import os
 import re
 
 from bnaudit.graph.bundle import Bundle
-from bnaudit.graph.checkpoint import checkpoint_artifact, object_graph_layers, object_graph_step, read_values
+from bnaudit.graph.checkpoint import (checkpoint_artifact, node_paths, object_graph_layers, object_graph_step,
+                                      read_values, variable_keys)
 from bnaudit.graph.metagraph import apply_meta_graph
 from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath, natural_key
+from bnaudit.graph.oplayers import layers_from_ops, origin, scope_of
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import GraphView
 
@@ -51,7 +53,7 @@ def read_saved_model(directory: str, display: str | None = None) -> Artifact:
     view = GraphView.from_graph_def(model.graph_def, "SavedModel")
     if model.HasField("object_graph_def") and len(model.object_graph_def.nodes) > 0:
         # Its main graph only restores variables and calls functions: nothing to declare.
-        artifact = _tf2_layers(display, model, bundle)
+        artifact = _tf2_layers(display, model, bundle, view)
         artifact.graph = view
     elif bundle is not None:
         artifact = checkpoint_artifact(bundle, kind="TF1 SavedModel")
@@ -63,7 +65,7 @@ def read_saved_model(directory: str, display: str | None = None) -> Artifact:
     return artifact
 
 
-def _tf2_layers(display: str, model, bundle: Bundle | None) -> Artifact:
+def _tf2_layers(display: str, model, bundle: Bundle | None, view: GraphView) -> Artifact:
     artifact = Artifact(display, "TF2 SavedModel", has_values=bundle is not None)
     if bundle is None:
         return artifact
@@ -82,8 +84,51 @@ def _tf2_layers(display: str, model, bundle: Bundle | None) -> Artifact:
         layer = BNLayer(scope, keys=roles)
         read_values(layer, bundle)
         artifact.layers.append(layer)
+    unnamed = _function_layers(model, view, ckpt_graph, bundle,
+                               known={key for layer in artifact.layers for key in layer.keys.values()})
+    if unnamed:
+        artifact.layers = sorted(artifact.layers + unnamed, key=lambda layer: natural_key(layer.name))
+        artifact.notes.append(f"{len(unnamed)} batch-norm layer(s) found from the ops that normalize in the "
+                              "model's functions (their variables carry no batch-norm names)")
     artifact.step, artifact.step_source = object_graph_step(ckpt_graph, bundle)
     return artifact
+
+
+def _function_layers(model, view: GraphView, ckpt_graph, bundle: Bundle, known: set[str]) -> list[BNLayer]:
+    """Layers whose variables only the normalizing op identifies, read through the captured resources.
+
+    A concrete function's last inputs are the resources it captured (``bound_inputs``, object-graph
+    node ids); each is bound to that variable's checkpoint key, and calls pass the binding on.
+    """
+    keys = variable_keys(ckpt_graph)
+    paths = node_paths(ckpt_graph)
+    path_of = {key: paths.get(node_id, key) for node_id, (key, _) in keys.items()}
+    scans = []
+    for name, concrete in model.object_graph_def.concrete_functions.items():
+        body = view.function(name)
+        bound = list(concrete.bound_inputs)
+        if body is None or not bound:
+            continue
+        captured = body.args[len(body.args) - len(bound):]
+        bindings = {arg: keys[node_id][0] for arg, node_id in zip(captured, bound) if node_id in keys}
+        if bindings:
+            scans.append((body, bindings))
+            scans += list(view.reachable_functions(body, list(body.nodes), bindings))
+
+    def locate(body, ref, bindings):
+        key = bindings.get(origin(body, ref) or "")
+        return (key, bundle.read(key)) if key in bundle.shapes else None
+
+    def name(norm, roles):
+        parents = [path_of.get(key, key).split("/")[:-1] for key in roles.values()]
+        common = []
+        for parts in zip(*parents):
+            if len(set(parts)) != 1:
+                break
+            common.append(parts[0])
+        return "/".join(common) or scope_of(norm)
+
+    return layers_from_ops(view, scans, locate, known, name)
 
 
 def _inference_paths(model, view: GraphView) -> list[InferencePath]:
