@@ -46,11 +46,20 @@ def import_tensorflow_quietly() -> None:
 def audit(path: str) -> tuple[Artifact, list[Finding]]:
     """Read one artifact and run every check on it (raises ArtifactError)."""
     import_tensorflow_quietly()
+    from bnaudit.graph import remote
     from bnaudit.graph.checks import run_checks
     from bnaudit.graph.detect import read_artifact
 
-    artifact = read_artifact(path)
-    return artifact, run_checks(artifact)
+    if remote.scheme(path) is None:
+        artifact = read_artifact(path)
+        return artifact, run_checks(artifact)
+    with remote.local_copy(path) as (local, root, url_root):
+        try:
+            artifact = read_artifact(local)
+        except ArtifactError as exc:
+            raise ArtifactError(path, exc.message.replace(root, url_root)) from None
+        artifact.path = artifact.path.replace(root, url_root)
+        return artifact, run_checks(artifact)
 
 
 def _audit_safely(path: str) -> tuple[Artifact, list[Finding]] | None:
