@@ -162,7 +162,9 @@ def download(package: str, version: str, dl_dir: str, offline: bool) -> tuple[st
     tail = [ln.strip() for ln in out.splitlines() if ln.strip()]
     reason = errors[-1] if errors else (tail[-1] if tail else "pip failed")
     network = bool(NETWORK_ERRORS.search(out))
-    return None, f"download failed (pip exit {rc}): {reason[:160]}", network
+    if network:
+        return None, f"download failed, no network (pip exit {rc}): {reason[:120]}", True
+    return None, f"download failed (pip exit {rc}): {reason[:160]}", False
 
 
 def unpack(archive: str, extract_root: str) -> str:
@@ -197,7 +199,9 @@ def resolve_models(root: str, spec: dict) -> list[tuple[str, str, dict]]:
         matches = sorted(glob.glob(os.path.join(root, pattern)))
         rels = [os.path.relpath(m, root) for m in matches]
     else:
-        rels = [pattern] if os.path.exists(os.path.join(root, pattern)) else []
+        full = os.path.join(root, pattern)
+        # a TF1 checkpoint prefix (model.ckpt-1000) names no file of its own
+        rels = [pattern] if os.path.exists(full) or glob.glob(glob.escape(full) + ".index") else []
     out = []
     for rel in rels:
         full = os.path.join(root, rel)
@@ -241,7 +245,7 @@ def _stderr_reason(stderr: str) -> str:
     return (lines[-1] if lines else (stderr.strip().splitlines() or [""])[-1])[:200]
 
 
-def summarize(res: dict, spec: dict, shown: str) -> dict:
+def summarize(res: dict, spec: dict, shown: str, path: str) -> dict:
     row = {"kind": "-", "bn": "-", "stats": "-", "findings": "-",
            "exit": "timeout" if res.get("exit") is None else str(res["exit"]),
            "seconds": f"{res['seconds']:.1f}", "check": "ok"}
@@ -267,7 +271,8 @@ def summarize(res: dict, spec: dict, shown: str) -> dict:
                 problems.append(f"{len(layers) - with_stats} layer(s) without moving statistics")
         elif rep.get("unreadable"):
             row["kind"] = "unreadable"
-            row["findings"] = _stderr_reason(res.get("stderr", "")) or "unreadable"
+            reason = _stderr_reason(res.get("stderr", "")).replace(os.path.dirname(path), "…")
+            row["findings"] = reason or "unreadable"
     if res.get("traceback"):
         problems.append("traceback on stderr")
     expect_exit = spec.get("expect_exit")
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = audit(full, args.timeout)
             except Exception as exc:
                 res = {"exit": None, "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}"}
-            row = summarize(res, spec, shown)
+            row = summarize(res, spec, shown, full)
             row.update(pkg=label, model=shown)
             rows.append(row)
             raw.append({"package": label, "archive": os.path.basename(archive), "model": shown,
@@ -359,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     audited = [r for r in rows if r["exit"] not in ("-",)]
     bad = [r for r in rows if r["check"] != "ok"]
     print(f"\n{len(audited)} models audited from {len(packages)} packages in "
-          f"{time.perf_counter() - t_start:.0f} s; {len(bad)} rows differ from what the files hold.")
+          f"{time.perf_counter() - t_start:.0f} s; {len(bad)} rows flagged in the check column.")
     if offline and not args.offline:
         print("offline: no network, so only cached packages were audited.")
 

@@ -44,6 +44,8 @@ ARTIFACTS = {
     "weights-h5-nested": ("keras_nested_correct", "nested.weights.h5", set()),
     "keras-subclassed": ("keras_nested_correct", "subclassed.keras", set()),
     "tf2-module-savedmodel": ("tf2_module_batch_norm", "savedmodel", set()),
+    "tf-keras-savedmodel": ("keras_injected_faults", "tf_keras_savedmodel", set()),
+    "tf1-hand-written": ("tf1_hand_written_batch_norm", "ckpt", set()),
     "h5-renamed-scopes": ("keras2_h5_renamed_scopes", "renamed.h5", set()),
     "weights-h5-renamed-scopes": ("keras2_h5_renamed_scopes", "renamed_weights.h5", set()),
     # one per fault
@@ -55,6 +57,7 @@ ARTIFACTS = {
     "bn010-keras-loop": ("keras_loop_no_training", "ckpt", {"BN010"}),
     "bn011-serving-training-true": ("tf2_serving_training_true", "savedmodel", {"BN011"}),
     "bn012-nonfinite": ("tf1_nonfinite", "ckpt", {"BN012"}),
+    "bn010-hand-written-stale": ("tf1_hand_written_batch_norm", "stale_ckpt", {"BN010"}),
     "bn012-tf2-module-savedmodel": ("tf2_module_batch_norm", "nan_savedmodel", {"BN012"}),
 }
 # Each fault injected into one trained Keras model, in every Keras/TF2 format (and TF2-frozen).
@@ -65,7 +68,8 @@ for _fault, _code in (("nan", "BN012"), ("negative", "BN005"), ("stale", "BN010"
         ARTIFACTS[f"injected-{_fault}-{_format}"] = ("keras_injected_faults", _pattern.format(_fault), {_code})
 # Faults a script writes into the artifact after training: no source pattern shows them.
 INJECTED = {"tf1_negative_variance": {"BN005"}, "tf1_nonfinite": {"BN012"},
-            "keras_injected_faults": {"BN005", "BN010", "BN012"}, "tf2_module_batch_norm": {"BN012"}}
+            "keras_injected_faults": {"BN005", "BN010", "BN012"}, "tf2_module_batch_norm": {"BN012"},
+            "tf1_hand_written_batch_norm": {"BN010"}}
 SCRIPTS = sorted({script for script, _, _ in ARTIFACTS.values()})
 
 

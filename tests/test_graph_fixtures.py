@@ -252,6 +252,11 @@ def test_lambda_layer_is_never_executed(artifact_path, tmp_path):
     # FusedBatchNormV3 in the SavedModel's function, through the resources it captured.
     ("tf2-module-savedmodel", {"norm"}),
     ("bn012-tf2-module-savedmodel", {"norm"}),
+    # Hand-written TF1 batch norms (pop_mean/pop_var): by the averages the assigns accumulate, and
+    # by the inference branch of a cond.
+    ("tf1-hand-written", {"first", "second"}),
+    ("bn010-hand-written-stale", {"first", "second"}),
+    ("tf-keras-savedmodel", {"conv_bn", "fc_bn"}),
 ])
 def test_every_batch_norm_layer_is_found_with_its_values(artifact_id, layers, artifact_path):
     """Nested models, bnaudit's own layer, center=False, subclassed models, TF2 exports, frozen graphs."""
@@ -262,6 +267,8 @@ def test_every_batch_norm_layer_is_found_with_its_values(artifact_id, layers, ar
         assert {"moving_mean", "moving_variance"} <= set(layer["values"]), layer
         assert layer["channels"] in (4, 8, 16), layer
     if not artifact_id.startswith(("injected", "bn0")):
+        for layer in artifact["layers"]:
+            assert layer["values"]["moving_variance"]["nonfinite"] == 0, layer
         assert code == 0 and artifact["findings"] == [], artifact["findings"]
 
 
@@ -278,3 +285,36 @@ def test_an_injected_fault_is_found_the_same_in_every_format(fault, code, layer,
         assert finding["code"] == code and finding["layer"].rsplit("/", 1)[-1].startswith(layer), finding
         for key, value in details.items():
             assert finding["details"][key] == value, (artifact_format, finding)
+
+
+@pytest.mark.parametrize("artifact_id, decay, source", [
+    ("tf1-hand-written", 0.9, "Assign"),                           # pop = pop * 0.9 + batch * 0.1
+    ("tf-keras-savedmodel", 0.99, "SavedModel metadata momentum"),  # the layer's JSON config
+])
+def test_decay_of_layers_without_batch_norm_names(artifact_id, decay, source, artifact_path):
+    _, out, _ = run_cli("graph", "--format", "json-report", str(artifact_path(artifact_id)))
+    (artifact,) = json.loads(out)["artifacts"]
+    for layer in artifact["layers"]:
+        assert layer["decay"] == pytest.approx(decay) and source in layer["decay_from"], layer
+    assert not any("BN009 not checked" in note for note in artifact["notes"]), artifact["notes"]
+
+
+def test_a_keras_2_0_step_count_uniquified_and_stored_as_a_float(artifact_path, tmp_path):
+    """Keras 2.0 saved `optimizer_weights/iterations_1:0` as float32: still the step count."""
+    import h5py
+    import numpy as np
+
+    target = tmp_path / "keras20.h5"
+    shutil.copy(artifact_path("h5-renamed-scopes"), target)
+    with h5py.File(target, "r+") as h5:
+        group = h5["optimizer_weights"]
+        found = []
+        group.visititems(lambda name, obj: found.append(name) if name.split("/")[-1].startswith("iter") else None)
+        (name,) = [n for n in found if isinstance(group[n], h5py.Dataset)]
+        value = int(np.asarray(group[name][()]))
+        parent = group[name].parent
+        del group[name]
+        parent.create_dataset("iterations_1:0", data=np.float32(value))
+    _, out, _ = run_cli("graph", "--format", "json-report", str(target))
+    (artifact,) = json.loads(out)["artifacts"]
+    assert artifact["step"] == value and value > 0, artifact

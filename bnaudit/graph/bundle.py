@@ -215,6 +215,10 @@ class Bundle:
         except Exception as exc:
             raise ArtifactError(self.path, f"checkpoint tensor {name!r} cannot be read: {_first_line(exc)}") from None
 
+    def saved(self, name: str) -> np.ndarray | None:
+        """A variable's saved value, or None when the checkpoint holds no tensor of that name."""
+        return self.read(name) if name in self.shapes else None
+
     def read_scalar(self, name: str) -> int | None:
         value = self.read(name)
         if value.size != 1:

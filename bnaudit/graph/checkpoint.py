@@ -76,8 +76,16 @@ def object_graph_layers(graph) -> dict[str, dict[str, str]]:
         for child in node.children:
             if child.local_name in ROLES:
                 edge_role.setdefault(child.node_id, (node_id, child.local_name))
+    # An optimizer's slots (Adam's `m`/`v` of `fc_bn/gamma`) carry the variable's name under the
+    # optimizer's (`Adam/v/fc_bn/gamma`): they are no layer.  TF2 optimizers list them as slot
+    # variables; Keras optimizers track them as their own variables, reached only from the optimizer.
+    slots = {slot.slot_variable_node_id for node in graph.nodes for slot in node.slot_variables}
+    slots |= {node_id for node_id in keys if node_id not in edge_role
+              and paths.get(node_id, "").split("/", 1)[0] == "optimizer"}
     scopes: dict[str, dict[str, str]] = {}
     for node_id, (key, full_name) in sorted(keys.items()):
+        if node_id in slots:
+            continue
         parts = split_role(full_name) if full_name else None
         if parts is None and node_id in edge_role:
             parent, role = edge_role[node_id]

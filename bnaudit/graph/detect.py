@@ -21,7 +21,7 @@ def _checkpoint(prefix: str, display: str) -> Artifact:
     artifact = checkpoint_artifact(bundle)
     meta_path = prefix + ".meta"
     if os.path.exists(meta_path):
-        apply_meta_graph(artifact, parse_meta_graph(meta_path))
+        apply_meta_graph(artifact, parse_meta_graph(meta_path), read=bundle.saved)
         artifact.kind += " + MetaGraph"
     return artifact
 

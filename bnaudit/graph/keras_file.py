@@ -245,6 +245,9 @@ def _legacy_groups(group) -> dict[str, list[tuple[str, dict[str, object]]]]:
             for name, sets in groups.items()}
 
 
+_SUFFIX = re.compile(r"_\d+$")
+
+
 def _legacy_step(h5) -> tuple[int | None, str | None]:
     import h5py
 
@@ -254,10 +257,13 @@ def _legacy_step(h5) -> tuple[int | None, str | None]:
         return None, None
 
     def visit(name, obj):
-        last = name.rsplit("/", 1)[-1].split(":")[0]
+        # Keras 2.0 uniquified the name (`iterations_1:0`) and kept the count as a float.
+        last = _SUFFIX.sub("", name.rsplit("/", 1)[-1].split(":")[0])
         if isinstance(obj, h5py.Dataset) and last in ("iteration", "iterations", "iter") \
-                and obj.shape in ((), (1,)) and obj.dtype.kind in "iu":
-            found.append((int(np.asarray(obj[()]).reshape(())), "optimizer iterations"))
+                and obj.shape in ((), (1,)) and obj.dtype.kind in "iuf":
+            value = float(np.asarray(obj[()]).reshape(()))
+            if np.isfinite(value) and value >= 0 and value == int(value):
+                found.append((int(value), "optimizer iterations"))
 
     group.visititems(visit)
     return max(found) if found else (None, None)

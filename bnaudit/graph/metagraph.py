@@ -7,7 +7,12 @@ that lacks ``moving_mean`` is only a fault (BN004) because the graph has it.
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
+
 from bnaudit.graph.model import MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, natural_key, split_role
+from bnaudit.graph.oplayers import common_scope, layers_from_ops, origin, scope_of
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_value, is_moving_stat
 
@@ -41,33 +46,91 @@ def declared_layers(view: GraphView) -> dict[str, dict[str, str]]:
     return {scope: roles for scope, roles in scopes.items() if any(role in roles for role in MOVING)}
 
 
-def graph_decays(view: GraphView) -> dict[str, tuple[float, str]]:
-    """``{scope: (decay, where it was read)}`` from the moving-average assign ops."""
+def graph_decays(view: GraphView, owners: dict[str, str]) -> dict[str, tuple[float, str]]:
+    """``{scope: (decay, where it was read)}`` from the moving-average assign ops.
+
+    ``owners`` maps the moving statistics of layers found from their ops (``pop_mean``) to
+    their layer; any other variable counts by its name (``bn/moving_mean``).
+    """
     out: dict[str, tuple[float, str]] = {}
     body = view.main
+
+    def owner(variable: str | None) -> str | None:
+        if variable in owners:
+            return owners[variable]
+        return split_role(variable)[0] if is_moving_stat(variable) else None
+
     for name, node in body.nodes.items():
         if node.op not in ASSIGN_OPS:
             continue
-        target = view.assigned_variable(body, name)
-        if not is_moving_stat(target):
+        scope = owner(view.assigned_variable(body, name))
+        if scope is None:
             continue
         decay = view.moving_average_decay(body, name)
         if decay is None:
             continue
-        scope = split_role(target)[0]
         if scope not in out or decay > out[scope][0]:
             out[scope] = (decay, name)
     for norm in view.normalizations(body):
         if norm.fused_training and norm.avg_factor != 1.0:
-            var = view.resolve_variable(body, norm.mean)
-            if is_moving_stat(var):
-                scope = split_role(var)[0]
+            scope = owner(view.resolve_variable(body, norm.mean))
+            if scope is not None:
                 out.setdefault(scope, (1.0 - norm.avg_factor, norm.node))
     return out
 
 
-def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False) -> None:
-    """Merge what a graph declares into the layers read from the values."""
+def _averaged_tensors(view: GraphView) -> dict[str, str]:
+    """Tensor -> the variable a moving-average assign folds it into (``pop = pop*d + batch_mean*(1-d)``).
+
+    A training graph's normalization uses the batch's moments; the variable that averages them
+    is its moving statistic, whatever it is called.
+    """
+    body = view.main
+    out: dict[str, str] = {}
+    for name, node in body.nodes.items():
+        if node.op not in ASSIGN_OPS:
+            continue
+        target = view.assigned_variable(body, name)
+        data = body.data_refs(name)
+        if target is None or len(data) < 2 or view.moving_average_decay(body, name) is None:
+            continue
+        frontier = [data[1].node]
+        for _ in range(3):
+            inputs = []
+            for item in frontier:
+                for ref in body.data_refs(item):
+                    out.setdefault(origin(body, ref) or ref.node, target)
+                    inputs.append(ref.node)
+            frontier = inputs
+    return out
+
+
+def variable_locator(view: GraphView, read: Callable[[str], "np.ndarray | None"] | None):
+    """Where an op reads a variable (or the batch moments a variable averages), and its saved
+    value (None when nothing was saved for it)."""
+    averaged: dict[str, str] | None = None
+
+    def locate(body, ref, bindings):
+        nonlocal averaged
+        variable = view.resolve_variable(body, ref)
+        if variable is None or body.op(variable) not in VARIABLE_OPS:
+            if averaged is None:
+                averaged = _averaged_tensors(view)
+            variable = averaged.get(origin(body, ref) or ref.node)
+        if variable is None:
+            return None
+        return variable, (read(variable) if read is not None else None)
+
+    return locate
+
+
+def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False,
+                read: Callable[[str], "np.ndarray | None"] | None = None) -> None:
+    """Merge what a graph declares into the layers read from the values.
+
+    ``read`` gives a variable's saved value (from the checkpoint beside the graph): layers the
+    names do not reveal are found from the ops that normalize, and read through it.
+    """
     artifact.has_graph = True
     artifact.graph = view
     for scope, roles in declared_layers(view).items():
@@ -85,7 +148,17 @@ def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False
     declared = {layer.name for layer in artifact.layers if layer.declared}
     artifact.layers = [layer for layer in artifact.layers
                        if layer.name in declared or any(role in layer.keys for role in MOVING)]
-    for scope, (decay, source) in graph_decays(view).items():
+    if not frozen_values:
+        known = {key for layer in artifact.layers for key in layer.keys.values()}
+        known |= {node for roles in declared_layers(view).values() for node in roles.values()}
+        unnamed = layers_from_ops(view, [(view.main, {})], variable_locator(view, read), known,
+                                  lambda norm, names: common_scope(names.values()) or scope_of(norm))
+        if unnamed:
+            artifact.layers += unnamed
+            artifact.notes.append(f"{len(unnamed)} batch-norm layer(s) found from the ops that normalize "
+                                  "(their variables carry no batch-norm names)")
+    owners = {variable: layer.name for layer in artifact.layers for variable in layer.variables}
+    for scope, (decay, source) in graph_decays(view, owners).items():
         layer = artifact.layer(scope)
         if layer is not None:
             layer.decay, layer.decay_source = decay, source
@@ -102,10 +175,11 @@ def _node_names(values) -> list[str]:
     return [value.split(":", 1)[0].lstrip("^") for value in values]
 
 
-def apply_meta_graph(artifact: Artifact, meta, view: GraphView | None = None) -> GraphView:
+def apply_meta_graph(artifact: Artifact, meta, view: GraphView | None = None,
+                     read: Callable[[str], "np.ndarray | None"] | None = None) -> GraphView:
     """A MetaGraph: its graph, plus the UPDATE_OPS and train_op collections BN001 needs."""
     view = view or GraphView.from_graph_def(meta.graph_def, "MetaGraph")
-    apply_graph(artifact, view)
+    apply_graph(artifact, view, read=read)
     collections = meta.collection_def
     update_ops = _node_names(collections[UPDATE_OPS].node_list.value) if UPDATE_OPS in collections else []
     train_ops = _node_names(collections[TRAIN_OP].node_list.value) if TRAIN_OP in collections else []

@@ -64,6 +64,8 @@ class BNLayer:
     name: str
     # Roles the graph or config says the layer has (empty when the artifact has no graph).
     declared: set[str] = field(default_factory=set)
+    # Graph variables (or constants) of a layer found from its ops, whose names say no role.
+    variables: set[str] = field(default_factory=set)
     # Role -> where the saved value lives (checkpoint key, HDF5 dataset, Const node).
     keys: dict[str, str] = field(default_factory=dict)
     # Role -> the saved value, read by the reader (only batch-norm tensors are ever read).
@@ -151,6 +153,10 @@ class Artifact:
         """The layer that owns a variable name (``scope/moving_mean``), if any."""
         if not variable:
             return None
+        node = variable.split(":", 1)[0]
+        for layer in self.layers:
+            if node in layer.variables:
+                return layer
         parts = split_role(variable)
         if parts is None:
             return None

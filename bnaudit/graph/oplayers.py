@@ -19,7 +19,8 @@ import numpy as np
 from bnaudit.graph.model import BETA, GAMMA, MEAN, MOVING, VARIANCE, BNLayer
 from bnaudit.graph.tfgraph import PASS_OPS, Body, GraphView, Norm, Ref, const_value
 
-# (body, ref, bindings) -> (where the value lives, the value), or None when it is no saved value.
+# (body, ref, bindings) -> (where the value lives, the value or None when it was not saved), or None
+# when the tensor is no variable or saved value (the moments of a batch).
 Locate = Callable[[Body, Ref, dict], "tuple[str, np.ndarray] | None"]
 # Scopes TF adds around a call (the graph of a frozen function, an inlined call).
 _CALL_SCOPES = ("StatefulPartitionedCall", "PartitionedCall")
@@ -60,6 +61,17 @@ def scope_of(norm: Norm) -> str:
     return "/".join(parts) or norm.node
 
 
+def common_scope(names: Iterable[str]) -> str:
+    """The scope every name lies under (``a/bn`` for ``a/bn/scale`` and ``a/bn/ema/average``)."""
+    parents = [name.split("/")[:-1] for name in names]
+    common = []
+    for parts in zip(*parents):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
+
+
 def _roles(norm: Norm) -> Iterable[tuple[str, Ref | None]]:
     return ((GAMMA, norm.scale), (BETA, norm.offset), (MEAN, norm.mean), (VARIANCE, norm.variance))
 
@@ -83,23 +95,24 @@ def layers_from_ops(view: GraphView, scans: Iterable[tuple[Body, dict]], locate:
             found = {}
             for role, ref in _roles(norm):
                 hit = locate(body, ref, bindings) if ref is not None else None
-                if hit is not None and np.size(hit[1]) > 0:
+                if hit is not None and (hit[1] is None or np.size(hit[1]) > 0):
                     found[role] = hit
             if not all(role in found for role in MOVING):
                 continue
-            sizes = {int(np.size(value)) for _, value in found.values()}
-            if len(sizes) != 1:
+            sizes = {int(np.size(value)) for _, value in found.values() if value is not None}
+            if len(sizes) > 1:
                 continue  # not one value per channel: some other arithmetic around an Rsqrt
-            keys = {role: key for role, (key, _) in found.items()}
-            if owned & set(keys.values()):
+            names = {role: key for role, (key, _) in found.items()}
+            if owned & set(names.values()):
                 continue
-            owned |= set(keys.values())
-            base = name(norm, keys)
+            owned |= set(names.values())
+            base = name(norm, names)
             label, count = base, 1
             while label in taken:
                 count += 1
                 label = f"{base} ({count})"
             taken.add(label)
-            layers.append(BNLayer(label, declared=set(found), keys=keys,
-                                  values={role: value for role, (_, value) in found.items()}))
+            layers.append(BNLayer(label, declared=set(found), variables=set(names.values()),
+                                  keys={role: key for role, (key, value) in found.items() if value is not None},
+                                  values={role: value for role, (_, value) in found.items() if value is not None}))
     return layers

@@ -9,6 +9,7 @@ carry their Python-side names (``bn1/moving_mean``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -17,7 +18,7 @@ from bnaudit.graph.checkpoint import (checkpoint_artifact, node_paths, object_gr
                                       read_values, variable_keys)
 from bnaudit.graph.metagraph import apply_meta_graph
 from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath, natural_key
-from bnaudit.graph.oplayers import layers_from_ops, origin, scope_of
+from bnaudit.graph.oplayers import common_scope, layers_from_ops, origin, scope_of
 from bnaudit.graph.protos import read_proto
 from bnaudit.graph.tfgraph import GraphView
 
@@ -53,11 +54,11 @@ def read_saved_model(directory: str, display: str | None = None) -> Artifact:
     view = GraphView.from_graph_def(model.graph_def, "SavedModel")
     if model.HasField("object_graph_def") and len(model.object_graph_def.nodes) > 0:
         # Its main graph only restores variables and calls functions: nothing to declare.
-        artifact = _tf2_layers(display, model, bundle, view)
+        artifact = _tf2_layers(display, directory, model, bundle, view)
         artifact.graph = view
     elif bundle is not None:
         artifact = checkpoint_artifact(bundle, kind="TF1 SavedModel")
-        apply_meta_graph(artifact, model, view)
+        apply_meta_graph(artifact, model, view, read=bundle.saved)
     else:
         artifact = Artifact(display, "TF1 SavedModel (no variables)")
         apply_meta_graph(artifact, model, view)
@@ -65,7 +66,7 @@ def read_saved_model(directory: str, display: str | None = None) -> Artifact:
     return artifact
 
 
-def _tf2_layers(display: str, model, bundle: Bundle | None, view: GraphView) -> Artifact:
+def _tf2_layers(display: str, directory: str, model, bundle: Bundle | None, view: GraphView) -> Artifact:
     artifact = Artifact(display, "TF2 SavedModel", has_values=bundle is not None)
     if bundle is None:
         return artifact
@@ -84,6 +85,7 @@ def _tf2_layers(display: str, model, bundle: Bundle | None, view: GraphView) -> 
         layer = BNLayer(scope, keys=roles)
         read_values(layer, bundle)
         artifact.layers.append(layer)
+    _keras_metadata(directory, objects, ckpt_graph, artifact)
     unnamed = _function_layers(model, view, ckpt_graph, bundle,
                                known={key for layer in artifact.layers for key in layer.keys.values()})
     if unnamed:
@@ -92,6 +94,64 @@ def _tf2_layers(display: str, model, bundle: Bundle | None, view: GraphView) -> 
                               "model's functions (their variables carry no batch-norm names)")
     artifact.step, artifact.step_source = object_graph_step(ckpt_graph, bundle)
     return artifact
+
+
+def _saved_metadata_class():
+    """tf.keras's ``SavedMetadata`` message (keras_metadata.pb), declared here: no tf_keras import."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="bnaudit/keras_saved_metadata.proto", package="bnaudit.keras")
+    saved_object = proto.message_type.add(name="SavedObject")
+    for name, number, kind in (("node_id", 2, field.TYPE_INT32), ("node_path", 3, field.TYPE_STRING),
+                               ("identifier", 4, field.TYPE_STRING), ("metadata", 5, field.TYPE_STRING)):
+        saved_object.field.add(name=name, number=number, type=kind, label=field.LABEL_OPTIONAL)
+    proto.message_type.add(name="SavedMetadata").field.add(
+        name="nodes", number=1, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
+        type_name=".bnaudit.keras.SavedObject")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("bnaudit.keras.SavedMetadata"))
+
+
+def _layer_metadata(directory: str, objects) -> dict[int, str]:
+    """Object-graph node id -> the JSON tf.keras wrote for that layer (inline, or in keras_metadata.pb)."""
+    out = {node_id: node.user_object.metadata for node_id, node in enumerate(objects.nodes)
+           if node.WhichOneof("kind") == "user_object" and node.user_object.metadata}
+    path = os.path.join(directory, "keras_metadata.pb")
+    if os.path.isfile(path):
+        try:
+            metadata = read_proto(path, _saved_metadata_class()(), display=path, what="keras_metadata.pb")
+        except ArtifactError:
+            return out  # damaged metadata only costs the class names and momenta
+        for node in metadata.nodes:
+            out.setdefault(node.node_id, node.metadata)
+    return out
+
+
+def _keras_metadata(directory: str, objects, ckpt_graph, artifact: Artifact) -> None:
+    """Class and momentum of the Keras batch-norm layers a SavedModel describes in JSON: the
+    momentum is the decay BN009 needs."""
+    keys = variable_keys(ckpt_graph)
+    for node_id, text in _layer_metadata(directory, objects).items():
+        if "BatchNormalization" not in text or node_id >= len(objects.nodes):
+            continue
+        try:
+            metadata = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(metadata, dict) or "BatchNormalization" not in str(metadata.get("class_name")):
+            continue
+        children = {child.local_name: child.node_id for child in objects.nodes[node_id].children}
+        key = keys.get(children.get("moving_mean", -1), ("",))[0]
+        layer = next((layer for layer in artifact.layers if key and key in layer.keys.values()), None)
+        if layer is None:
+            continue
+        layer.class_name = str(metadata["class_name"])
+        config = metadata.get("config")
+        momentum = config.get("momentum") if isinstance(config, dict) else None
+        if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and layer.decay is None:
+            layer.decay, layer.decay_source = float(momentum), "SavedModel metadata momentum"
 
 
 def _function_layers(model, view: GraphView, ckpt_graph, bundle: Bundle, known: set[str]) -> list[BNLayer]:
@@ -120,13 +180,7 @@ def _function_layers(model, view: GraphView, ckpt_graph, bundle: Bundle, known: 
         return (key, bundle.read(key)) if key in bundle.shapes else None
 
     def name(norm, roles):
-        parents = [path_of.get(key, key).split("/")[:-1] for key in roles.values()]
-        common = []
-        for parts in zip(*parents):
-            if len(set(parts)) != 1:
-                break
-            common.append(parts[0])
-        return "/".join(common) or scope_of(norm)
+        return common_scope(path_of.get(key, key) for key in roles.values()) or scope_of(norm)
 
     return layers_from_ops(view, scans, locate, known, name)
 

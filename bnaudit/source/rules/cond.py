@@ -37,6 +37,22 @@ def batch_norm_layer(x, train_phase, scope_bn):
 def pick(flag, a, b):
     return tf.cond(flag, lambda: tf.nn.relu(a), lambda: tf.identity(b))
 """,
+        # A hand-written batch norm: tf.nn.batch_normalization is math on the statistics it is given,
+        # so a cond between the batch's moments and the averages is the only way to write it.
+        """
+import tensorflow as tf
+def batch_norm(x, is_training, decay=0.99):
+    scale, offset = tf.Variable(tf.ones([8])), tf.Variable(tf.zeros([8]))
+    pop_mean = tf.Variable(tf.zeros([8]), trainable=False)
+    pop_var = tf.Variable(tf.ones([8]), trainable=False)
+    def batch():
+        mean, var = tf.nn.moments(x, [0])
+        with tf.control_dependencies([tf.assign(pop_mean, pop_mean * decay + mean * (1 - decay)),
+                                      tf.assign(pop_var, pop_var * decay + var * (1 - decay))]):
+            return tf.nn.batch_normalization(x, mean, var, offset, scale, 1e-3)
+    return tf.cond(is_training, batch,
+                   lambda: tf.nn.batch_normalization(x, pop_mean, pop_var, offset, scale, 1e-3))
+""",
     )
 
     def check(self, program: Program, report: Report) -> None:
@@ -48,6 +64,8 @@ def pick(flag, a, b):
                            "and batch moments are computed at inference",
                            fix="Build one batch norm and pass the boolean tensor as its "
                                "`is_training`/`training` argument.")
+            elif cond.stateless:
+                continue  # a hand-written batch norm: no layer could take the flag instead
             elif cond.shared is not False:
                 report.add(self.code, cond.module, cond.call.loc,
                            "tf.cond picks between two batch-norm layers that share variables: correct, but "
@@ -70,6 +88,8 @@ class CondLayers:
     shared: bool | None
     # The call in the cond (a batch norm, or the wrapper that builds one) of the later branch.
     later: tuple[ModuleFacts, CallFact] | None
+    # Every normalization inside is stateless math (tf.nn.batch_normalization) on given statistics.
+    stateless: bool = False
 
 
 def cond_layers(program: Program) -> list[CondLayers]:
@@ -93,7 +113,9 @@ def cond_layers(program: Program) -> list[CondLayers]:
                 continue
             inside = _inside(program, module, call)
             later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
-            found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later))
+            stateless = bool(inside) and all(not use.api.stateful for use, _ in inside)
+            found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later,
+                                    stateless))
     cache.append(found)
     return found
 
