@@ -20,8 +20,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  no findings
   1  findings were reported
-  2  usage error, bad configuration, or (check) nothing at all could be read / (graph) an artifact
-     could not be read
+  2  usage error, bad configuration, an internal error (findings may be missing), or (check)
+     nothing at all could be read / (graph) an artifact could not be read
 """
 
 
@@ -110,7 +110,7 @@ def _run_check(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         cache_dir=None if args.no_cache else default_directory(),
     )
-    for message in result.errors:
+    for message in result.errors + result.internal_errors:
         _error(message)
     if result.files_checked == 0 and result.errors:
         return EXIT_ERROR
@@ -118,6 +118,8 @@ def _run_check(args: argparse.Namespace) -> int:
         print(report.check_json(result.findings))
     else:
         print(report.check_text(result.findings, result.files_checked, result.source_lines))
+    if result.internal_errors:
+        return EXIT_ERROR  # findings may be missing: never a green run
     return EXIT_FINDINGS if result.findings else EXIT_CLEAN
 
 

@@ -66,6 +66,9 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
             # A file named explicitly is checked whatever its name or the excludes say.
             add(path)
             continue
+        if not path.is_dir():
+            found.errors.append(f"{path}: not a regular file (a FIFO, socket or device is never read)")
+            continue
         if not os.access(path, os.R_OK | os.X_OK):
             found.errors.append(f"{path}: permission denied")
             continue

@@ -44,6 +44,8 @@ class CheckResult:
     source_lines: dict[str, list[str]] = field(default_factory=dict)
     parsed: int = 0
     replayed: bool = False    # the last run's result, its inputs all unchanged
+    # Errors of bnaudit itself (a file it could not analyze, a rule that failed): the run exits 2.
+    internal_errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -291,11 +293,11 @@ def _judge(wanted: list[str], records: dict[str, FileRecord], content, cache: Fa
 
     facts = [o for o in outcomes if isinstance(o, ModuleFacts)]
     failures = [o for o in outcomes if isinstance(o, ParseFailure)]
-    result.errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 for a "
-                         f"traceback" for o in outcomes if isinstance(o, InternalError))
+    result.internal_errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 "
+                                  f"for a traceback" for o in outcomes if isinstance(o, InternalError))
     wanted_codes = None if select is None and not ignore else (set(select or FAULTS) - set(ignore or ()))
     program = Program(facts, list(records)) if facts else None
-    raw = run_all(program, wanted_codes, result.errors) if program is not None else []
+    raw = run_all(program, wanted_codes, result.internal_errors) if program is not None else []
     if KEEP_UNTIL_EXIT is not None:
         KEEP_UNTIL_EXIT.append(program)
 

@@ -332,7 +332,7 @@ class Extractor(Walker):
             except ValueError:
                 return V.UNKNOWN
         if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
-            text = node.evaluated_value
+            text = _literal(node)
             return V.Const(text if isinstance(text, str) else None) if text is not None else V.UNKNOWN
         if isinstance(node, cst.UnaryOperation):
             operand = self.value(node.expression)
@@ -718,11 +718,35 @@ def _leaves(statement: cst.BaseStatement) -> bool:
     return False
 
 
+def _literal(node: cst.SimpleString | cst.ConcatenatedString) -> str | bytes | None:
+    """A string literal's value; None for one libcst accepts but Python rejects (``"\\x4"``,
+    ``"\\N{NO SUCH NAME}"``, non-ASCII bytes): an unknown value, not a reason to stop."""
+    try:
+        return node.evaluated_value
+    except (SyntaxError, ValueError, UnicodeError, MemoryError):
+        return None
+
+
+# Integer results wider than this are not folded, as CPython's optimizer refuses to build huge
+# constants: ((9**63)**63)**63 would otherwise take the process's memory and time.
+MAX_FOLDED_BITS = 256
+
+
+def _too_wide(op: str, a, b) -> bool:
+    if not (isinstance(a, int) and isinstance(b, int)):
+        return False
+    if op == "**":
+        return b > 0 and abs(a) > 1 and a.bit_length() * b > MAX_FOLDED_BITS
+    if op == "*":
+        return a.bit_length() + b.bit_length() > MAX_FOLDED_BITS
+    return False
+
+
 def _fold(op: str, left: V.Value, right: V.Value) -> V.Value | None:
     if not (isinstance(left, V.Const) and isinstance(right, V.Const)):
         return None
     a, b = left.value, right.value
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)):
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b)) or _too_wide(op, a, b):
         return None
     try:
         if op == "+":
@@ -744,7 +768,7 @@ def _fold(op: str, left: V.Value, right: V.Value) -> V.Value | None:
 
 def _strings_in(node: cst.CSTNode) -> Iterable[str]:
     if isinstance(node, cst.SimpleString):
-        value = node.evaluated_value
+        value = _literal(node)
         if isinstance(value, str):
             yield value
         return

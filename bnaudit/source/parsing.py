@@ -107,10 +107,76 @@ def _python2_error(exc: Exception) -> tuple[int, int, str]:
     return 0, 0, f"invalid syntax (Python 2 grammar: {type(exc).__name__})"
 
 
+# CPython's tokenizer refuses more than 200 nested brackets; libcst's native parser recurses
+# without such a limit and overflows its stack (a segfault) somewhere past 1,000.
+MAX_BRACKETS = 200
+# Deeper expressions (``a[0][0]...``, ``x.y.z...``, ``1+1+...``) cost libcst quadratic time or its
+# stack; real code stays far below.
+MAX_EXPRESSION_DEPTH = 500
+LONG_LINE = 2000
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
+_STEP = {ord("("): 1, ord("["): 1, ord("{"): 1, ord(")"): -1, ord("]"): -1, ord("}"): -1}
+
+
+def _bracket_depth(data: bytes) -> int:
+    """Deepest bracket nesting, counting brackets in strings too (an upper bound)."""
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 2 * MAX_BRACKETS:
+        return len(brackets) // 2
+    depth = deepest = 0
+    for byte in brackets:
+        depth += _STEP[byte]
+        if depth > deepest:
+            deepest = depth
+    return deepest
+
+
+def _expression_depth(tree) -> int:
+    import ast
+
+    deepest, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def too_deep(data: bytes) -> str | None:
+    """Why a file is too deeply nested to hand to libcst, or None.
+
+    Only a file with an extreme bracket count or a very long line pays for the check, which asks
+    CPython's own parser: what it refuses for nesting is not Python, and what it accepts is
+    measured.
+    """
+    if _bracket_depth(data) <= MAX_BRACKETS and max(map(len, data.splitlines()), default=0) <= LONG_LINE:
+        return None
+    import ast
+
+    try:
+        tree = compile(data, "<bnaudit>", "exec", ast.PyCF_ONLY_AST)
+    except (RecursionError, MemoryError):
+        return "the file is nested too deeply to parse"
+    except SyntaxError as exc:
+        message = str(exc.msg if hasattr(exc, "msg") else exc)
+        if "too many nested" in message or "too complex" in message or "too deeply" in message:
+            return f"the file is nested too deeply to parse ({message})"
+        return None  # another syntax error (Python 2, say): the usual parse reports it
+    except (ValueError, UnicodeError):
+        return None
+    depth = _expression_depth(tree)
+    if depth > MAX_EXPRESSION_DEPTH:
+        return f"an expression is nested {depth} deep; bnaudit parses up to {MAX_EXPRESSION_DEPTH}"
+    return None
+
+
 def parse(path: str, data: bytes) -> Parsed | ParseFailure:
     """The file as a libcst module, or why neither grammar accepts it (from the one that got furthest)."""
     if b"\0" in data[:8192]:
         return ParseFailure(path, 1, 1, "binary file (contains NUL bytes), not Python source")
+    deep = too_deep(data)
+    if deep is not None:
+        return ParseFailure(path, 1, 1, deep)
     try:
         return Parsed(cst.parse_module(data), PYTHON3)
     except cst.ParserSyntaxError as exc:

@@ -65,7 +65,7 @@ def batch_norm(x, is_training, decay=0.99):
                            fix="Build one batch norm and pass the boolean tensor as its "
                                "`is_training`/`training` argument.")
             elif cond.stateless:
-                continue  # a hand-written batch norm: no layer could take the flag instead
+                continue  # math on one set of variables, built once outside the cond: a hand-written layer
             elif cond.shared is not False:
                 report.add(self.code, cond.module, cond.call.loc,
                            "tf.cond picks between two batch-norm layers that share variables: correct, but "
@@ -88,7 +88,8 @@ class CondLayers:
     shared: bool | None
     # The call in the cond (a batch norm, or the wrapper that builds one) of the later branch.
     later: tuple[ModuleFacts, CallFact] | None
-    # Every normalization inside is stateless math (tf.nn.batch_normalization) on given statistics.
+    # Every normalization inside is stateless math (tf.nn.batch_normalization) written in the branch
+    # itself, not in a function the branch calls to build a layer: its variables were built outside.
     stateless: bool = False
 
 
@@ -113,7 +114,7 @@ def cond_layers(program: Program) -> list[CondLayers]:
                 continue
             inside = _inside(program, module, call)
             later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
-            stateless = bool(inside) and all(not use.api.stateful for use, _ in inside)
+            stateless = bool(inside) and all(not use.api.stateful and where[1] is use.call for use, where in inside)
             found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later,
                                     stateless))
     cache.append(found)

@@ -37,7 +37,10 @@ def _range_count(program: Program, value: V.Value, frame) -> int | None:
     if not bounds or any(not isinstance(b, int) or isinstance(b, bool) for b in bounds):
         return None
     start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (bounds + [1])[:3]
-    return _int(len(range(start, stop, step)) if step else None)
+    if not step:
+        return None
+    # range(10**20) has more items than len() can count (it overflows a C ssize_t).
+    return _int(max(0, (stop - start + step - (1 if step > 0 else -1)) // step))
 
 
 def _steps_here(program: Program, module: ModuleFacts, call: CallFact) -> bool | None:
