@@ -21,7 +21,7 @@ exit codes:
   0  no findings
   1  findings were reported
   2  usage error, bad configuration, an internal error (findings may be missing), or (check)
-     nothing at all could be read / (graph) an artifact could not be read
+     nothing at all could be read / (graph) an artifact could not be read or is damaged
 """
 
 

@@ -64,6 +64,7 @@ def graph_json_report(artifacts: Sequence[dict], unreadable: Sequence[str] = ())
         items.append({
             "path": item["path"], "kind": item["kind"], "step": item["step"], "step_from": item["step_from"],
             "has_values": item["has_values"], "layers": item["rows"], "notes": item["notes"],
+            "damage": item["damage"],
             "findings": [finding.to_graph_json() for finding in item["findings"]],
         })
     counts: dict[str, int] = {}
@@ -72,6 +73,7 @@ def graph_json_report(artifacts: Sequence[dict], unreadable: Sequence[str] = ())
             counts[finding.code] = counts.get(finding.code, 0) + 1
     return json.dumps({"artifacts": items, "unreadable": list(unreadable),
                        "summary": {"artifacts": len(items), "unreadable": len(unreadable),
+                                   "damaged": sum(bool(item["damage"]) for item in artifacts),
                                    "findings": sum(counts.values()), "by_code": dict(sorted(counts.items()))}},
                       indent=2)
 
@@ -138,12 +140,17 @@ def graph_text(artifacts: Sequence[dict], unreadable: int = 0) -> str:
                 for finding in group:
                     out.append(f"  {finding.layer or '-'}: {finding.message}")
             out.append(f"    fix: {first.fix_hint}")
+        for damage in item.get("damage", ()):
+            out.append(f"damaged: {damage}")
         for note in item["notes"]:
             out.append(f"note: {note}")
         out.append("")
     tail = f"{_plural(total, 'finding')} in {_plural(len(artifacts), 'artifact')}"
     if len(artifacts) > 1:
         tail += f" ({flagged} with findings, {len(artifacts) - flagged} clean)"
+    damaged = sum(bool(item.get("damage")) for item in artifacts)
+    if damaged:
+        tail += f"; {_plural(damaged, 'artifact')} damaged"
     if unreadable:
         tail += f"; {_plural(unreadable, 'artifact')} could not be read"
     out.append(tail)

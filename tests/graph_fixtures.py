@@ -58,6 +58,8 @@ ARTIFACTS = {
     "bn011-serving-training-true": ("tf2_serving_training_true", "savedmodel", {"BN011"}),
     "bn012-nonfinite": ("tf1_nonfinite", "ckpt", {"BN012"}),
     "bn010-hand-written-stale": ("tf1_hand_written_batch_norm", "stale_ckpt", {"BN010"}),
+    "bn012-subclass-keras": ("keras_injected_faults", "subclass_nan.keras", {"BN012"}),
+    "bn012-subclass-h5": ("keras_injected_faults", "subclass_nan.h5", {"BN012"}),
     "bn012-tf2-module-savedmodel": ("tf2_module_batch_norm", "nan_savedmodel", {"BN012"}),
 }
 # Each fault injected into one trained Keras model, in every Keras/TF2 format (and TF2-frozen).

@@ -257,6 +257,9 @@ def test_lambda_layer_is_never_executed(artifact_path, tmp_path):
     ("tf1-hand-written", {"first", "second"}),
     ("bn010-hand-written-stale", {"first", "second"}),
     ("tf-keras-savedmodel", {"conv_bn", "fc_bn"}),
+    # A registered BatchNormalization subclass: known by its config's keys, not its class name.
+    ("bn012-subclass-keras", {"project_bn"}),
+    ("bn012-subclass-h5", {"project_bn"}),
 ])
 def test_every_batch_norm_layer_is_found_with_its_values(artifact_id, layers, artifact_path):
     """Nested models, bnaudit's own layer, center=False, subclassed models, TF2 exports, frozen graphs."""

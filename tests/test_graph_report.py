@@ -85,7 +85,8 @@ def test_json_report_has_layers_findings_and_counts(artifact_path, tmp_path):
     assert code == 2 and "gone.h5: no such file" in err
     report = json.loads(out)
     assert report["unreadable"] == [paths[2]]
-    assert report["summary"] == {"artifacts": 2, "unreadable": 1, "findings": 1, "by_code": {"BN005": 1}}
+    assert report["summary"] == {"artifacts": 2, "unreadable": 1, "damaged": 0, "findings": 1,
+                                 "by_code": {"BN005": 1}}
     negative, keras = report["artifacts"]
     assert negative["step"] == 300 and negative["step_from"] == "global_step"
     layers = {layer["layer"]: layer for layer in negative["layers"]}

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from bnaudit.graph.bundle import Bundle
-from bnaudit.graph.model import MOVING, PARAMS, ROLES, Artifact, BNLayer, natural_key, split_role
+from bnaudit.graph.model import MOVING, PARAMS, ROLES, Artifact, BNLayer, bounded, natural_key, split_role
 
 STEP_NAMES = ("global_step", "iterations", "_iterations", "iter", "iteration")
 _VALUE_ATTR = "VARIABLE_VALUE"
@@ -131,7 +133,8 @@ def name_step(bundle: Bundle) -> tuple[int | None, str | None]:
 
 def read_values(layer: BNLayer, bundle: Bundle) -> None:
     for role, key in layer.keys.items():
-        layer.values[role] = bundle.read(key)
+        size = int(np.prod(bundle.shapes.get(key) or (1,), dtype=np.int64))
+        layer.values[role] = bounded(size, lambda key=key: bundle.read(key))
 
 
 def checkpoint_artifact(bundle: Bundle, kind: str | None = None) -> Artifact:

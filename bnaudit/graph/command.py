@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bnaudit import report  # noqa: E402
 from bnaudit.findings import Finding  # noqa: E402
-from bnaudit.graph.model import ROLES, Artifact, ArtifactError  # noqa: E402
+from bnaudit.graph.model import ROLES, Artifact, ArtifactError, screen  # noqa: E402
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -52,6 +52,7 @@ def audit(path: str) -> tuple[Artifact, list[Finding]]:
 
     if remote.scheme(path) is None:
         artifact = read_artifact(path)
+        screen(artifact)
         return artifact, run_checks(artifact)
     with remote.local_copy(path) as (local, root, url_root):
         try:
@@ -59,6 +60,7 @@ def audit(path: str) -> tuple[Artifact, list[Finding]]:
         except ArtifactError as exc:
             raise ArtifactError(path, exc.message.replace(root, url_root)) from None
         artifact.path = artifact.path.replace(root, url_root)
+        screen(artifact)
         return artifact, run_checks(artifact)
 
 
@@ -130,7 +132,8 @@ def summary(artifact: Artifact, findings: list[Finding]) -> dict:
         facts.append(f"{artifact.step_source or 'step'} = {artifact.step}")
     return {"path": artifact.path, "kind": artifact.kind, "facts": facts, "rows": rows,
             "step": artifact.step, "step_from": artifact.step_source,
-            "has_values": artifact.has_values, "notes": list(artifact.notes), "findings": findings}
+            "has_values": artifact.has_values, "notes": list(artifact.notes), "damage": list(artifact.damage),
+            "findings": findings}
 
 
 class _Progress:
@@ -156,7 +159,7 @@ class _Progress:
 
 def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ignore: set[str] | None = None) -> int:
     ignore = ignore or set()
-    results, failed = [], []
+    results, failed, damaged = [], [], []
     progress = _Progress(len(paths))
     for index, path in enumerate(paths, 1):
         progress(index, path)
@@ -165,6 +168,10 @@ def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ign
             failed.append(path)
             continue
         artifact, findings = audited
+        for damage in artifact.damage:
+            _error(artifact.path, f"damaged: {damage}")
+        if artifact.damage:
+            damaged.append(path)
         findings = [f for f in findings if (select is None or f.code in select) and f.code not in ignore]
         results.append(summary(artifact, findings))
     progress.done()
@@ -176,6 +183,6 @@ def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ign
                 print(f"bnaudit: note: {result['path']}: {note}", file=sys.stderr)
     elif results:
         print(report.graph_text(results, unreadable=len(failed)))
-    if failed:
+    if failed or damaged:  # a damaged file is never a clean one
         return EXIT_ERROR
     return EXIT_FINDINGS if all_findings else EXIT_CLEAN

@@ -14,17 +14,26 @@ import json
 import re
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
-from bnaudit.graph.model import (BETA, GAMMA, MEAN, MOVING, VARIANCE, Artifact, ArtifactError, BNLayer,
+from bnaudit.graph.model import (BETA, GAMMA, MEAN, MOVING, VARIANCE, Artifact, ArtifactError, BNLayer, bounded,
                                  split_role)
 
 BN_CLASSES = {"BatchNormalization", "SyncBatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2"}
 OWN_CLASS = "bnaudit>BatchNorm"
 _BN_KEY = re.compile(r"^(sync_)?batch_norm(alization)?(_v[12])?(_\d+)?$")
 _MAX_CONFIG = 64 * 1024 * 1024
+MAX_INFLATED = 8 * 1024 ** 3  # bytes a compressed weights member may inflate to
+# Trained weights compress a few times at most; a large member inflating 100-fold is a bomb.
+BOMB_SIZE, BOMB_RATIO = 64 * 1024 ** 2, 100
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+# Keys only a batch norm's get_config() writes: a subclass (``@register_keras_serializable class
+# MyBN(BatchNormalization)``) keeps them whatever it is called.
+_BN_CONFIG_KEYS = ("moving_mean_initializer", "moving_variance_initializer")
 
 
 def is_batch_norm_config(entry: dict) -> bool:
@@ -32,6 +41,9 @@ def is_batch_norm_config(entry: dict) -> bool:
     registered = str(entry.get("registered_name") or "")
     module = str(entry.get("module") or "")
     if class_name in BN_CLASSES or OWN_CLASS in (class_name, registered):
+        return True
+    config = entry.get("config")
+    if isinstance(config, dict) and all(key in config for key in _BN_CONFIG_KEYS):
         return True
     return module.startswith("bnaudit") and "BatchNorm" in class_name
 
@@ -143,8 +155,10 @@ def _open_h5(source, display: str, what: str):
                                      f"({str(exc).splitlines()[0][:200]})") from None
 
 
-def _read(dataset) -> np.ndarray:
-    return np.asarray(dataset[()])
+def _read(dataset):
+    """A dataset's value; never materialized when too large to be a batch-norm vector (a chunked
+    dataset that was never written can claim 10**9 elements of its fill value in a few bytes)."""
+    return bounded(int(dataset.size or 0), lambda: np.asarray(dataset[()]))
 
 
 def _keras3_vars(h5) -> list[tuple[str, str, list]]:
@@ -375,7 +389,21 @@ def read_keras(path: str) -> Artifact:
     return artifact
 
 
+def _crc_of(raw, start: int, size: int) -> int:
+    crc, raw_pos = 0, raw.seek(start)
+    remaining = size
+    while remaining > 0:
+        chunk = raw.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        remaining -= len(chunk)
+    return crc if remaining <= 0 and raw_pos == start else -1
+
+
 def _member_source(archive: zipfile.ZipFile, raw, member: zipfile.ZipInfo, display: str):
+    """The weights member, read in place when stored; its CRC is checked either way (zipfile checks
+    what it inflates; a member read in place is summed here), so a flipped bit is never read as a value."""
     if member.compress_type == zipfile.ZIP_STORED:
         raw.seek(member.header_offset)
         header = raw.read(30)
@@ -384,11 +412,19 @@ def _member_source(archive: zipfile.ZipFile, raw, member: zipfile.ZipInfo, displ
             start = member.header_offset + 30 + name_len + extra_len
             raw.seek(start)
             if raw.read(8) == _HDF5_MAGIC:
+                if _crc_of(raw, start, member.file_size) != member.CRC:
+                    raise ArtifactError(display, f"{member.filename} in the archive fails its CRC check: "
+                                                 "the file is damaged")
                 return _Slice(raw, start, member.file_size)
+    if member.file_size > MAX_INFLATED or (member.file_size > BOMB_SIZE
+                                           and member.file_size > BOMB_RATIO * max(member.compress_size, 1)):
+        raise ArtifactError(display, f"{member.filename} would inflate to {member.file_size:,} bytes from "
+                                     f"{member.compress_size:,}: not read (a zip bomb, or a damaged archive)")
     try:
         return io.BytesIO(archive.read(member.filename))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ArtifactError(display, f"model.weights.h5 in the archive cannot be read ({exc})") from None
+        detail = "fails its CRC check: the file is damaged" if "CRC" in str(exc) else f"cannot be read ({exc})"
+        raise ArtifactError(display, f"{member.filename} in the archive {detail}") from None
 
 
 def looks_like_hdf5(path: str) -> bool:

@@ -11,10 +11,11 @@ from typing import Callable
 
 import numpy as np
 
-from bnaudit.graph.model import MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, natural_key, split_role
+from bnaudit.graph.model import (MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, bounded, natural_key,
+                                 split_role)
 from bnaudit.graph.oplayers import common_scope, layers_from_ops, origin, scope_of
 from bnaudit.graph.protos import read_proto
-from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_value, is_moving_stat
+from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_elements, const_value, is_moving_stat
 
 UPDATE_OPS = "update_ops"
 TRAIN_OP = "train_op"
@@ -141,7 +142,8 @@ def apply_graph(artifact: Artifact, view: GraphView, frozen_values: bool = False
         layer.declared |= set(roles)
         if frozen_values:
             for role, node in roles.items():
-                value = const_value(view.main.nodes[node])
+                const = view.main.nodes[node]
+                value = bounded(const_elements(const), lambda const=const: const_value(const))
                 if value is not None:
                     layer.keys[role] = node
                     layer.values[role] = value

@@ -28,6 +28,25 @@ _SUFFIX_RE = re.compile(r"_\d+$")
 _DIGITS_RE = re.compile(r"(\d+)")
 
 
+# Elements one batch-norm vector may have before bnaudit refuses to materialize it (16M channels):
+# a damaged or hostile file can declare 10**9 elements in a few bytes.
+MAX_VALUES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A value a reader declined to materialize, and why (screened out before any check)."""
+
+    reason: str
+
+
+def bounded(size: int, read):
+    """``read()``, unless ``size`` elements are more than a batch-norm vector can be."""
+    if size > MAX_VALUES:
+        return Unreadable(f"declares {size:,} elements, too many for a batch-norm vector; not read")
+    return read()
+
+
 class ArtifactError(Exception):
     """An input that cannot be audited; rendered as ``bnaudit: error: <path>: <message>``."""
 
@@ -142,6 +161,8 @@ class Artifact:
     training: TrainingGraph | None = None
     inference: list[InferencePath] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What is wrong with the file itself (a value of the wrong type or length): reported as errors.
+    damage: list[str] = field(default_factory=list)
 
     def layer(self, name: str) -> BNLayer | None:
         for layer in self.layers:
@@ -165,3 +186,41 @@ class Artifact:
             if layer.name == scope or layer.keys.get(role, "").split(":")[0] == variable:
                 return layer
         return None
+
+
+def screen(artifact: Artifact) -> None:
+    """Take out of every layer the values no batch norm can have, each recorded as damage.
+
+    A moving statistic that is an integer, a scalar, empty, unreadable, or of another length than
+    the layer's other vectors is a damaged file, not a value to judge: checks never see it.
+    """
+    for layer in artifact.layers:
+        kept: dict[str, np.ndarray] = {}
+        for role in ROLES:
+            if role not in layer.values:
+                continue
+            value = layer.values[role]
+            problem = None
+            if isinstance(value, Unreadable):
+                problem = value.reason
+            else:
+                value = np.asarray(value)
+                if value.dtype.kind != "f":
+                    problem = f"holds {value.dtype} values, not floating point"
+                elif value.ndim == 0:
+                    problem = "is a scalar, not one value per channel"
+                elif value.size == 0:
+                    problem = "is empty"
+            if problem:
+                artifact.damage.append(f"layer {layer.name!r}: {role} {problem}")
+            else:
+                kept[role] = value
+        shapes = [value.shape for value in kept.values()]
+        if len(set(shapes)) > 1:
+            common = max(set(shapes), key=shapes.count)
+            for role, value in list(kept.items()):
+                if value.shape != common and shapes.count(common) > 1:
+                    artifact.damage.append(f"layer {layer.name!r}: {role} has shape {list(value.shape)} where the "
+                                           f"layer's other vectors have {list(common)}")
+                    del kept[role]
+        layer.values = kept

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from bnaudit.graph.model import MEAN, VARIANCE, split_role
+from bnaudit.graph.model import MAX_VALUES, MEAN, VARIANCE, split_role
 
 # Ops that hand their first input through unchanged, as far as a value's origin goes.
 PASS_OPS = frozenset({
@@ -102,14 +102,25 @@ class Body:
         return self._consumers.get(name, [])
 
 
+def const_elements(node) -> int:
+    """How many elements a Const node's shape declares (what decoding it would build)."""
+    size = 1
+    for dim in node.attr["value"].tensor.tensor_shape.dim:
+        size *= max(dim.size, 0)
+    return size
+
+
 def const_value(node) -> np.ndarray | None:
     """A Const node's value, decoded from its proto (never executed)."""
     if node is None or node.op != "Const" or "value" not in node.attr:
         return None
     from tensorflow.python.framework import tensor_util
 
+    tensor = node.attr["value"].tensor
+    if const_elements(node) > MAX_VALUES:
+        return None  # one float_val and a 10**9 shape would expand to gigabytes
     try:
-        return np.asarray(tensor_util.MakeNdarray(node.attr["value"].tensor))
+        return np.asarray(tensor_util.MakeNdarray(tensor))
     except Exception:
         return None
 
