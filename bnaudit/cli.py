@@ -85,9 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _selection(args: argparse.Namespace, config_select=None, config_ignore=()) -> tuple[set[str] | None, set[str]]:
+    if args.select is not None and not any(item.strip() for value in args.select for item in value.split(",")):
+        raise ValueError("--select '' selects nothing (give codes such as BN001,BN004, or ALL)")
     select = faults.expand_selection(args.select if args.select else config_select)
     ignore = faults.expand_selection(list(config_ignore) + (args.ignore or [])) or set()
     return select, ignore
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long, a loop of links: reported by discovery, one line
+        return False
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -96,7 +105,7 @@ def _run_check(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.paths] or [Path(".")]
     try:
-        config = load_config(paths[0] if paths[0].exists() else Path("."), args.config)
+        config = load_config(paths[0] if _exists(paths[0]) else Path("."), args.config)
         select, ignore = _selection(args, config.select, config.ignore)
     except (ConfigError, ValueError) as exc:
         _error(str(exc))

@@ -26,11 +26,20 @@ class Config:
 
 
 def find_pyproject(start: Path) -> Path | None:
-    start = start.resolve()
-    for directory in [start, *start.parents] if start.is_dir() else start.parents:
+    """The nearest pyproject.toml at or above ``start``; a directory that cannot be searched (no
+    permission, a name too long) is passed over, as if it held none."""
+    try:
+        start = start.resolve()
+        directories = [start, *start.parents] if start.is_dir() else list(start.parents)
+    except OSError:
+        return None
+    for directory in directories:
         candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:
+            continue
     return None
 
 
@@ -39,10 +48,15 @@ def load(start: Path, explicit: Path | None = None) -> Config:
     if path is None:
         return Config()
     try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
-    table = data.get("tool", {}).get("bnaudit", {})
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: `tool` must be a table ([tool.bnaudit]), not {type(tool).__name__}")
+    table = tool.get("bnaudit", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.bnaudit] must be a table")
     config = Config(path=path, root=path.parent)

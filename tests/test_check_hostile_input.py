@@ -137,3 +137,42 @@ def test_an_internal_error_never_exits_0(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2
     assert "internal error in rule BN001 (ZeroDivisionError: a bug); its findings are missing" in err
+
+
+def test_a_file_over_the_size_limit_is_skipped_with_a_line(tmp_path):
+    from bnaudit.source.engine import MAX_FILE_BYTES
+
+    big = tmp_path / "generated.py"
+    big.write_text(PREFIX + "# " + "x" * 78 + "\n" * 1, encoding="utf-8")
+    with big.open("a", encoding="utf-8") as handle:
+        line = "z = 1  # " + "x" * 90 + "\n"
+        handle.write(line * (MAX_FILE_BYTES // len(line) + 1))
+    small = tmp_path / "train.py"
+    small.write_text(PREFIX, encoding="utf-8")
+    proc = bnaudit(str(big), str(small))
+    assert proc.returncode == 1, proc.stderr
+    assert f"{big}: skipped: " in proc.stderr and "over the limit of 8 MiB per file" in proc.stderr
+    assert [(Path(f["path"]).name, f["code"]) for f in json.loads(proc.stdout)] == [("train.py", "BN001")]
+
+
+def test_paths_and_configuration_that_used_to_be_tracebacks(tmp_path):
+    """A non-UTF-8 file name, a 300-character name, `tool = 5`, and `--select ''`: one line each."""
+    name = os.fsdecode(b"caf\xe9.py")
+    (tmp_path / name).write_text(PREFIX, encoding="utf-8")
+    for cache in ([], ["--no-cache"]):
+        proc = subprocess.run([sys.executable, "-m", "bnaudit", "check", *cache, "--format", "json", name],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert [f["code"] for f in json.loads(proc.stdout)] == ["BN001"]
+    proc = bnaudit(str(tmp_path / ("x" * 300 + ".py")))
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("cannot be read (file name too long)"), proc.stderr
+    for value in ("5", '"bnaudit"', "[1, 2]"):
+        project = tmp_path / f"project{len(value)}"
+        project.mkdir()
+        (project / "pyproject.toml").write_text(f"tool = {value}\n", encoding="utf-8")
+        (project / "train.py").write_text(PREFIX, encoding="utf-8")
+        proc = bnaudit(str(project / "train.py"))
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "`tool` must be a table" in proc.stderr
+    proc = bnaudit("--select", "", str(tmp_path / name))
+    assert proc.returncode == 2 and "selects nothing" in proc.stderr

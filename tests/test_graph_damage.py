@@ -115,3 +115,36 @@ def test_a_weights_member_that_inflates_a_thousandfold_is_refused(tmp_path):
     assert target.stat().st_size < 1024 * 1024
     code, out, err = run_cli("graph", str(target))
     assert code == 2 and "would inflate to 134,217,728 bytes" in err and "zip bomb" in err, err
+
+
+def test_a_fifo_or_device_is_refused_without_reading(tmp_path):
+    """Opening a FIFO blocks for ever, /dev/zero never ends: neither is ever opened."""
+    import os
+
+    fifo = tmp_path / "model.pb"
+    os.mkfifo(fifo)
+    device = tmp_path / "model.h5"
+    device.symlink_to("/dev/zero")
+    code, out, err = run_cli("graph", str(fifo), str(device))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"bnaudit: error: {path}: not a regular file (a FIFO, socket or device is never read)" for path in (fifo, device)]
+
+
+@pytest.mark.parametrize("config, why", [
+    ("null", "holds no model config"),
+    ('{"class_name": "Functional", "config": {"layers": [', "does not parse"),
+    ('{"class_name": "Functional", "config": {"layers": []}}', "names no batch-norm layer"),
+])
+def test_an_unusable_h5_config_falls_back_to_the_weights(artifact_path, tmp_path, config, why):
+    """The NaN must not vanish with the config: the weights alone still show the layer."""
+    import h5py
+
+    target = tmp_path / "config.h5"
+    shutil.copy(artifact_path("injected-nan-h5"), target)
+    with h5py.File(target, "r+") as h5:
+        h5.attrs["model_config"] = config
+    code, report, err = _report(target)
+    (artifact,) = report["artifacts"]
+    assert code == 1 and [(f["code"], f["layer"]) for f in artifact["findings"]] == [("BN012", "conv_bn")], artifact
+    assert any(why in note and "read from the weights alone" in note for note in artifact["notes"]), artifact["notes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from bnaudit.graph.model import Artifact, ArtifactError
 
@@ -108,6 +109,8 @@ def read_artifact(path: str) -> Artifact:
         except OSError:
             pass
         raise ArtifactError(path, f"no such file or directory (expected {EXPECTED})")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ArtifactError(path, "not a regular file (a FIFO, socket or device is never read)")
     if not os.access(path, os.R_OK):
         raise ArtifactError(path, "cannot read the file (permission denied)")
     name = os.path.basename(path)

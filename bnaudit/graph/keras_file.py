@@ -323,13 +323,17 @@ def _config_layers(config) -> list[BNLayer]:
     return [layer_from_config(path[1:] if len(path) > 1 else path, entry) for path, entry in walk_config(config)]
 
 
-def _json_attr(value, display: str):
+def _usable_config(value) -> tuple[list[BNLayer], str | None]:
+    """The config's batch-norm layers, or why the config cannot be used."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     try:
-        return json.loads(value)
-    except (TypeError, ValueError) as exc:
-        raise ArtifactError(display, f"expected a Keras model config (JSON) in the HDF5 file; it does not parse ({exc})") from None
+        config = json.loads(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return [], f"does not parse ({str(exc)[:120]})"
+    if not isinstance(config, dict) or not isinstance(config.get("config"), (dict, list)):
+        return [], f"holds no model config ({type(config).__name__ if not isinstance(config, dict) else 'no config'})"
+    return _config_layers(config), None
 
 
 def read_h5(path: str) -> Artifact:
@@ -337,10 +341,19 @@ def read_h5(path: str) -> Artifact:
     h5 = _open_h5(path, path, "a Keras .h5 file")
     with h5:
         if "model_config" in h5.attrs:
-            config = _json_attr(h5.attrs["model_config"], path)
             artifact = Artifact(path, "Keras .h5 model", has_graph=True, has_values=True)
             weights = h5.get("model_weights", h5)
-            _fill_legacy(artifact, h5, weights, _config_layers(config))
+            layers, unusable = _usable_config(h5.attrs["model_config"])
+            if layers or unusable is None:
+                _fill_legacy(artifact, h5, weights, layers)
+            if not artifact.layers and _legacy_groups(weights):
+                # A config that is null, damaged, or names no batch norm the weights hold: the
+                # weights alone still say which layers have moving statistics.
+                artifact.has_graph = False
+                artifact.layers = []
+                _fill_legacy(artifact, h5, weights, None)
+                artifact.notes.append(f"the model_config {unusable or 'names no batch-norm layer'}: "
+                                      "batch-norm layers were read from the weights alone")
         elif "layer_names" in h5.attrs:
             artifact = Artifact(path, "Keras .h5 weights", has_values=True)
             _fill_legacy(artifact, h5, h5, None)

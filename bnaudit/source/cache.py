@@ -123,7 +123,8 @@ class FactCache:
 
     def key(self, path: str, data: bytes, module: str, is_package: bool) -> str:
         digest = hashlib.sha256(data)
-        digest.update(f"\0{path}\0{module}\0{is_package}\0{_code_version()}".encode())
+        # surrogateescape: a file name that is not UTF-8 (bytes the OS gave back as surrogates).
+        digest.update(f"\0{path}\0{module}\0{is_package}\0{_code_version()}".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
     def get(self, key: str):

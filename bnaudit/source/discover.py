@@ -45,6 +45,14 @@ def _excluded(path: Path, patterns: list[str], root: Path | None) -> bool:
                for candidate in candidates for pattern in patterns)
 
 
+def is_regular(path: Path) -> bool:
+    """A regular file (following links); False for what cannot even be looked at."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None) -> Discovery:
     found = Discovery()
     seen: set[tuple[int, int]] = set()
@@ -59,8 +67,13 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
             found.files.append(file)
 
     for path in paths:
-        if not path.exists():
+        try:
+            path.stat()
+        except FileNotFoundError:
             found.errors.append(f"{path}: no such file or directory")
+            continue
+        except OSError as exc:  # a name too long, a loop of symbolic links, a directory not searchable
+            found.errors.append(f"{path}: cannot be read ({(exc.strerror or str(exc)).lower()})")
             continue
         if path.is_file():
             # A file named explicitly is checked whatever its name or the excludes say.

@@ -23,7 +23,7 @@ from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
 from bnaudit.source import prefilter
 from bnaudit.source.cache import FactCache
-from bnaudit.source.discover import discover, file_key, module_name
+from bnaudit.source.discover import discover, file_key, is_regular, module_name
 from bnaudit.source.store import FileRecord, RunRecord, RunStore, code_version, result_key, stat_of
 
 if TYPE_CHECKING:
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 PARALLEL_THRESHOLD = 24      # below this many files to parse, one process is faster
 SIGNALS_PARALLEL_THRESHOLD = 400   # files to read signals from: a regular-expression pass is cheap
 _SUPPRESS_RE = re.compile(r"#\s*(?:bnaudit:\s*ignore|noqa)(?::?\s*\[?(?P<codes>[A-Z0-9, ]+)\]?)?", re.IGNORECASE)
+
+
+# A source file larger than this is reported and skipped: its syntax tree and facts take tens to
+# hundreds of bytes of memory per byte of source (33 in libcst's Python tree alone).
+MAX_FILE_BYTES = 8 * 2 ** 20
 
 
 @dataclass
@@ -150,7 +155,7 @@ def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | 
     result = CheckResult()
     found = discover(paths, exclude or [], exclude_root)
     result.errors.extend(found.errors)
-    named = {file_key(p) for p in paths if p.is_file()}
+    named = {file_key(p) for p in paths if is_regular(p)}
     store = RunStore(cache_dir, (tuple(str(p.absolute()) for p in paths), tuple(exclude or ()),
                                  str(exclude_root), os.getcwd())) if cache_dir is not None else None
     previous = store.load() if store is not None else None
@@ -169,6 +174,11 @@ def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | 
             continue
         if not stat.S_ISREG(status.st_mode):
             result.errors.append(f"{shown}: not a regular file")
+            continue
+        if status.st_size > MAX_FILE_BYTES:
+            result.errors.append(f"{shown}: skipped: {status.st_size:,} bytes is over the limit of "
+                                 f"{MAX_FILE_BYTES // 2 ** 20} MiB per file (no training script is that large; "
+                                 "parsing it would take gigabytes)")
             continue
         if named and (status.st_dev, status.st_ino) in named:
             explicit.add(shown)

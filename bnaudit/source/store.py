@@ -54,7 +54,7 @@ def code_version() -> str:
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent.parent
     for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.relative_to(package).as_posix().encode("utf-8", "surrogateescape"))
         digest.update(path.read_bytes())
     return digest.hexdigest()[:20]
 
@@ -62,10 +62,11 @@ def code_version() -> str:
 def result_key(files: dict[str, FileRecord], wanted: set[str], options: tuple) -> str:
     """Everything a result is computed from: which files exist (imports resolve against them), the
     facts of the parsed ones (by content), and the options."""
-    digest = hashlib.sha256(repr((code_version(), options)).encode())
+    digest = hashlib.sha256(repr((code_version(), options)).encode("utf-8", "surrogateescape"))
     for path in sorted(files):
         record = files[path]
-        digest.update(f"\0{path}\0{record.module}\0{record.fact_key if path in wanted else ''}".encode())
+        digest.update(f"\0{path}\0{record.module}\0{record.fact_key if path in wanted else ''}".encode(
+            "utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -74,7 +75,7 @@ class RunStore:
     is not unpickled."""
 
     def __init__(self, directory: Path, identity: tuple) -> None:
-        name = hashlib.sha256(repr(identity).encode()).hexdigest()[:32]
+        name = hashlib.sha256(repr(identity).encode("utf-8", "surrogateescape")).hexdigest()[:32]
         self.path = directory / "runs" / f"{name}.pickle"
         self.seal = Seal(directory)
 
