@@ -9,6 +9,7 @@ and no custom object is ever imported.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -336,10 +337,22 @@ def _usable_config(value) -> tuple[list[BNLayer], str | None]:
     return _config_layers(config), None
 
 
+@contextlib.contextmanager
+def _damaged_hdf5(display: str, what: str):
+    """h5py's errors on a damaged file (a bad B-tree, a heap offset, a missing object) as one line."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except (RuntimeError, KeyError, OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ArtifactError(display, f"{what} is damaged: HDF5 cannot read it ({detail})") from None
+
+
 def read_h5(path: str) -> Artifact:
     """A legacy full-model ``.h5``, a legacy weights ``.h5``, or a Keras 3 ``.weights.h5``."""
     h5 = _open_h5(path, path, "a Keras .h5 file")
-    with h5:
+    with h5, _damaged_hdf5(path, "the HDF5 file"):
         if "model_config" in h5.attrs:
             artifact = Artifact(path, "Keras .h5 model", has_graph=True, has_values=True)
             weights = h5.get("model_weights", h5)
@@ -397,7 +410,7 @@ def read_keras(path: str) -> Artifact:
         with open(path, "rb") as raw:
             source = _member_source(archive, raw, member, path)
             h5 = _open_h5(source, path, "model.weights.h5")
-            with h5:
+            with h5, _damaged_hdf5(path, "model.weights.h5 in the archive"):
                 _fill_keras3(artifact, h5, layers)
     return artifact
 
