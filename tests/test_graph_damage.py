@@ -148,3 +148,24 @@ def test_an_unusable_h5_config_falls_back_to_the_weights(artifact_path, tmp_path
     (artifact,) = report["artifacts"]
     assert code == 1 and [(f["code"], f["layer"]) for f in artifact["findings"]] == [("BN012", "conv_bn")], artifact
     assert any(why in note and "read from the weights alone" in note for note in artifact["notes"]), artifact["notes"]
+
+
+def test_a_checkpoint_file_that_does_not_parse_is_one_line_of_ours(artifact_path, tmp_path):
+    """TensorFlow's reader logs `WARNING:tensorflow:ParseError` lines of its own; bnaudit parses it itself."""
+    target = tmp_path / "ckpt"
+    shutil.copytree(artifact_path("bn001-unrun-update-ops"), target)
+    (target / "checkpoint").write_text("garbage {{{\n", encoding="utf-8")
+    code, out, err = run_cli("graph", str(target))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "WARNING" not in err, err
+    assert "`checkpoint` file naming the latest checkpoint; checkpoint does not parse" in err
+
+
+def test_a_tf2_savedmodel_without_its_variables_is_damaged_not_clean(artifact_path, tmp_path):
+    target = tmp_path / "export"
+    shutil.copytree(artifact_path("keras-export"), target)
+    shutil.rmtree(target / "variables")
+    code, report, err = _report(target)
+    assert code == 2
+    (artifact,) = report["artifacts"]
+    assert "variables/ holds no checkpoint" in artifact["damage"][0], artifact

@@ -40,19 +40,16 @@ def _meta(path: str) -> Artifact:
 
 
 def _checkpoint_dir(directory: str) -> Artifact:
-    from bnaudit.graph.bundle import _first_line
+    from bnaudit.graph.protos import read_proto
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
     state_path = os.path.join(directory, "checkpoint")
-    try:
-        import tensorflow as tf
-
-        state = tf.train.get_checkpoint_state(directory)
-    except PermissionError:
-        raise ArtifactError(directory, "cannot read its `checkpoint` file (permission denied)") from None
-    except Exception as exc:
-        raise ArtifactError(directory, f"expected a checkpoint directory; its `checkpoint` file does not parse "
-                                       f"({_first_line(exc)})") from None
-    if state is None or not state.model_checkpoint_path:
+    if not os.access(state_path, os.R_OK):
+        raise ArtifactError(directory, "cannot read its `checkpoint` file (permission denied)")
+    # Parsed here, not by tf.train.get_checkpoint_state, which logs its own warnings on a bad file.
+    state = read_proto(state_path, CheckpointState(), display=directory,
+                       what="a `checkpoint` file naming the latest checkpoint", text=True)
+    if not state.model_checkpoint_path:
         raise ArtifactError(directory, f"expected {state_path} to name a checkpoint; it names none")
     named = state.model_checkpoint_path
     # Prefer the files in this directory: a copied directory keeps absolute paths to the original.

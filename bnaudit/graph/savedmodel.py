@@ -69,6 +69,10 @@ def read_saved_model(directory: str, display: str | None = None) -> Artifact:
 def _tf2_layers(display: str, directory: str, model, bundle: Bundle | None, view: GraphView) -> Artifact:
     artifact = Artifact(display, "TF2 SavedModel", has_values=bundle is not None)
     if bundle is None:
+        variables = sum(node.WhichOneof("kind") == "variable" for node in model.object_graph_def.nodes)
+        if variables:
+            artifact.damage.append(f"its object graph holds {variables} variables but variables/ holds no "
+                                   "checkpoint (variables.index): the model cannot be loaded, nothing was audited")
         return artifact
     ckpt_graph = bundle.object_graph()
     if ckpt_graph is None:
