@@ -176,3 +176,33 @@ def test_paths_and_configuration_that_used_to_be_tracebacks(tmp_path):
         assert "`tool` must be a table" in proc.stderr
     proc = bnaudit("--select", "", str(tmp_path / name))
     assert proc.returncode == 2 and "selects nothing" in proc.stderr
+
+
+@pytest.mark.parametrize("name, line", [
+    ("lists", "z = " + "[" * 195 + "]" * 195),
+    ("calls", "z = " + "f(" * 195 + ")" * 195),
+    ("dicts", "z = " + "{1: " * 195 + "1" + "}" * 195),
+    ("mixed", "z = " + "f([{1: " * 65 + "1" + "}])" * 65),
+    ("lambdas", "z = " + "lambda: " * 490 + "1"),
+    ("subscripts", "z = a" + "[0]" * 490),
+    ("negations", "z = " + "not " * 490 + "x"),
+])
+def test_nesting_python_accepts_is_analyzed(tmp_path, name, line):
+    """Just under the limits (CPython's 200 brackets, 500 levels of expression): analyzed in full,
+    positions included (the locator used to hit RecursionError at 150 levels)."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(PREFIX + line + "\n", encoding="utf-8")
+    proc = bnaudit(str(path))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (finding,) = json.loads(proc.stdout)
+    assert finding["code"] == "BN001" and finding["line"] == 4, finding
+
+
+def test_deep_facts_come_back_from_the_workers(tmp_path):
+    """A 195-deep dict among 30 files: its facts are pickled back from a worker process."""
+    for index in range(30):
+        (tmp_path / f"m{index:02}.py").write_text(PREFIX, encoding="utf-8")
+    (tmp_path / "deep.py").write_text(PREFIX + "z = " + "{1: " * 195 + "1" + "}" * 195 + "\n", encoding="utf-8")
+    proc = bnaudit("--jobs", "2", str(tmp_path))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout)) == 31

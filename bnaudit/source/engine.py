@@ -36,6 +36,7 @@ SIGNALS_PARALLEL_THRESHOLD = 400   # files to read signals from: a regular-expre
 _SUPPRESS_RE = re.compile(r"#\s*(?:bnaudit:\s*ignore|noqa)(?::?\s*\[?(?P<codes>[A-Z0-9, ]+)\]?)?", re.IGNORECASE)
 
 
+RECURSION_LIMIT = 10_000
 # A source file larger than this is reported and skipped: its syntax tree and facts take tens to
 # hundreds of bytes of memory per byte of source (33 in libcst's Python tree alone).
 MAX_FILE_BYTES = 8 * 2 ** 20
@@ -143,6 +144,10 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     # rescan them all, over and over, while they load and while the rules run (a third of the time).
     enabled = gc.isenabled()
     gc.disable()
+    # libcst visits, and pickle returns facts from the workers, one Python frame per level or more:
+    # nesting CPython accepts (199 brackets, parse.MAX_EXPRESSION_DEPTH) needs more than 1,000 frames.
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
     try:
         return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir)
     finally:
