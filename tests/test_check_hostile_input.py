@@ -52,15 +52,19 @@ def test_deep_nesting_is_bn000_not_a_crash(tmp_path, name, line):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_deep_file_among_many_does_not_take_the_others_down(tmp_path):
-    """24+ files run in the worker pool: the deep one is its own report, the others are analyzed."""
+@pytest.mark.parametrize("line, code", [
+    ("z = " + "(" * 2000 + "1" + ")" * 2000, "BN000"),   # refused before the parse
+    ("z = " + "{1: " * 195 + "1" + "}" * 195, "BN001"),  # analyzed; deep facts pickled back from a worker
+])
+def test_a_deep_file_among_many_does_not_take_the_others_down(tmp_path, line, code):
+    """30+ files run in the worker pool: the deep one is its own report, the others are analyzed."""
     for index in range(30):
         (tmp_path / f"m{index:02}.py").write_text(PREFIX, encoding="utf-8")
-    (tmp_path / "deep.py").write_text(PREFIX + "z = " + "(" * 2000 + "1" + ")" * 2000 + "\n", encoding="utf-8")
+    (tmp_path / "deep.py").write_text(PREFIX + line + "\n", encoding="utf-8")
     proc = bnaudit("--jobs", "2", str(tmp_path))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     codes = {(Path(f["path"]).name, f["code"]) for f in json.loads(proc.stdout)}
-    assert ("deep.py", "BN000") in codes
+    assert ("deep.py", code) in codes
     assert {(f"m{index:02}.py", "BN001") for index in range(30)} <= codes
 
 
@@ -197,12 +201,3 @@ def test_nesting_python_accepts_is_analyzed(tmp_path, name, line):
     (finding,) = json.loads(proc.stdout)
     assert finding["code"] == "BN001" and finding["line"] == 4, finding
 
-
-def test_deep_facts_come_back_from_the_workers(tmp_path):
-    """A 195-deep dict among 30 files: its facts are pickled back from a worker process."""
-    for index in range(30):
-        (tmp_path / f"m{index:02}.py").write_text(PREFIX, encoding="utf-8")
-    (tmp_path / "deep.py").write_text(PREFIX + "z = " + "{1: " * 195 + "1" + "}" * 195 + "\n", encoding="utf-8")
-    proc = bnaudit("--jobs", "2", str(tmp_path))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(json.loads(proc.stdout)) == 31
