@@ -27,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +144,9 @@ def generated_programs(count: int, seed: int) -> list[tuple[str, bytes]]:
     def collect(source):
         found.append(source)
 
-    collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # hypothesmith compiles what it generates: SyntaxWarnings by the thousand
+        collect()
     return [(f"gen{i}.py", (PREFIX + source).encode("utf-8", "surrogatepass")) for i, source in enumerate(found)]
 
 

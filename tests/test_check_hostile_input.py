@@ -201,3 +201,20 @@ def test_nesting_python_accepts_is_analyzed(tmp_path, name, line):
     (finding,) = json.loads(proc.stdout)
     assert finding["code"] == "BN001" and finding["line"] == 4, finding
 
+
+
+def test_each_file_has_a_time_budget(tmp_path):
+    """Over BNAUDIT_FILE_TIMEOUT a file is reported as skipped (and never cached as such); the run goes on."""
+    path = tmp_path / "train.py"
+    path.write_text(PREFIX, encoding="utf-8")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, BNAUDIT_FILE_TIMEOUT="0.0001", BNAUDIT_CACHE_DIR=str(cache))
+    proc = subprocess.run([sys.executable, "-m", "bnaudit", "check", "--format", "json", str(path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    (finding,) = json.loads(proc.stdout)
+    assert finding["code"] == "BN000" and "took over 0.0001 s (BNAUDIT_FILE_TIMEOUT)" in finding["message"]
+    assert "BNAUDIT_FILE_TIMEOUT" in finding["fix"] and "syntax" not in finding["fix"]
+    env["BNAUDIT_FILE_TIMEOUT"] = "0"
+    proc = subprocess.run([sys.executable, "-m", "bnaudit", "check", "--format", "json", str(path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert [f["code"] for f in json.loads(proc.stdout)] == ["BN001"], proc.stdout

@@ -8,12 +8,15 @@ program model are imported only when something must be parsed or judged.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import re
+import signal
 import stat
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,7 @@ _SUPPRESS_RE = re.compile(r"#\s*(?:bnaudit:\s*ignore|noqa)(?::?\s*\[?(?P<codes>[
 
 
 RECURSION_LIMIT = 10_000
+DEFAULT_FILE_SECONDS = 60.0
 # A source file larger than this is reported and skipped: its syntax tree and facts take tens to
 # hundreds of bytes of memory per byte of source (33 in libcst's Python tree alone).
 MAX_FILE_BYTES = 8 * 2 ** 20
@@ -52,6 +56,7 @@ class CheckResult:
     replayed: bool = False    # the last run's result, its inputs all unchanged
     # Errors of bnaudit itself (a file it could not analyze, a rule that failed): the run exits 2.
     internal_errors: list[str] = field(default_factory=list)
+    transient: bool = False   # a file ran out of its time budget: this result is not stored for replay
 
 
 @dataclass
@@ -118,19 +123,55 @@ def _extract_job(job: tuple[str, bytes | None, str, bool]) -> ModuleFacts | Pars
 
     path, data, name, is_package = job
     data = data if data is not None else _SHARED[path]
-    parsed = parse(path, data)
-    if isinstance(parsed, ParseFailure):
-        return parsed
     try:
-        facts = extract(parsed.module, path, name, is_package)
+        with _time_budget(file_seconds()):
+            parsed = parse(path, data)
+            if isinstance(parsed, ParseFailure):
+                return parsed
+            facts = extract(parsed.module, path, name, is_package)
         facts.grammar = parsed.grammar
         return facts
+    except _OverBudget:
+        return ParseFailure(path, 1, 1, f"skipped: analyzing the file took over {file_seconds():g} s "
+                                        "(BNAUDIT_FILE_TIMEOUT)", transient=True,
+                            fix="Raise BNAUDIT_FILE_TIMEOUT (0 for no limit), or exclude the file if it is generated.")
     except RecursionError:
         return ParseFailure(path, 1, 1, "the file is nested too deeply to analyze")
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the others
         if os.environ.get("BNAUDIT_DEBUG"):
             raise
         return InternalError(path, f"{type(exc).__name__}: {exc}")
+
+
+def file_seconds() -> float:
+    """Each file's time budget for parsing and extraction (``BNAUDIT_FILE_TIMEOUT``, 0 for none)."""
+    try:
+        return float(os.environ.get("BNAUDIT_FILE_TIMEOUT", DEFAULT_FILE_SECONDS))
+    except ValueError:
+        return DEFAULT_FILE_SECONDS
+
+
+class _OverBudget(BaseException):  # not an Exception: no "except Exception" on the way may swallow it
+    pass
+
+
+@contextlib.contextmanager
+def _time_budget(seconds: float):
+    """SIGALRM after ``seconds``: one pathological file is reported as skipped, the run goes on."""
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _OverBudget
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _decode(data: bytes) -> str:
@@ -267,7 +308,7 @@ def _finish(result: CheckResult, records: dict[str, FileRecord], data: dict[str,
     findings.sort(key=lambda f: (f.path, f.line or 0, f.column or 0, f.code))
     result.findings = findings
     result.source_lines = {f.path: texts[f.path].splitlines() for f in findings if f.path in texts}
-    if store is not None:
+    if store is not None and not result.transient:  # a run cut short by a time budget is not replayed
         store.save(RunRecord(code_version(), records, key,
                              (result.findings, result.errors[first_error:], result.source_lines), selected))
     return result
@@ -301,13 +342,14 @@ def _judge(wanted: list[str], records: dict[str, FileRecord], content, cache: Fa
     else:
         fresh = [_extract_job(job) for job in jobs_list]
     for key, outcome in zip(keys, fresh):
-        if key is not None and not isinstance(outcome, InternalError):
+        if key is not None and not isinstance(outcome, InternalError) and not getattr(outcome, "transient", False):
             cache.put(key, outcome)
     outcomes.extend(fresh)
     outcomes.sort(key=lambda o: o.path)  # the same order whatever was cached
 
     facts = [o for o in outcomes if isinstance(o, ModuleFacts)]
     failures = [o for o in outcomes if isinstance(o, ParseFailure)]
+    result.transient = any(failure.transient for failure in failures)
     result.internal_errors.extend(f"{o.path}: internal error while analyzing ({o.message}); set BNAUDIT_DEBUG=1 "
                                   f"for a traceback" for o in outcomes if isinstance(o, InternalError))
     wanted_codes = None if select is None and not ignore else (set(select or FAULTS) - set(ignore or ()))
@@ -316,7 +358,7 @@ def _judge(wanted: list[str], records: dict[str, FileRecord], content, cache: Fa
     if KEEP_UNTIL_EXIT is not None:
         KEEP_UNTIL_EXIT.append(program)
 
-    findings = [Finding(f.path, f.line, f.column, "BN000", f.message) for f in failures]
+    findings = [Finding(f.path, f.line, f.column, "BN000", f.message, fix=f.fix) for f in failures]
     findings.extend(_place(raw, content))
     return [f for f in findings if (select is None or f.code in select) and f.code not in (ignore or set())]
 

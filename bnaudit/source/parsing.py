@@ -34,6 +34,8 @@ class ParseFailure:
     line: int
     column: int
     message: str
+    transient: bool = False  # a property of this run (a time budget), not of the file: never cached
+    fix: str | None = None   # when the catalogue's (fix the syntax) is not what helps
 
 
 @dataclass
@@ -114,6 +116,8 @@ MAX_BRACKETS = 200
 # stack; real code stays far below.
 MAX_EXPRESSION_DEPTH = 500
 LONG_LINE = 2000
+DEEP_FIX = ("Split the expression (name its parts), or exclude the file if it is generated; "
+            "bnaudit does not analyze nesting this deep.")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"()[]{}")
 _STEP = {ord("("): 1, ord("["): 1, ord("{"): 1, ord(")"): -1, ord("]"): -1, ord("}"): -1}
 
@@ -176,7 +180,7 @@ def parse(path: str, data: bytes) -> Parsed | ParseFailure:
         return ParseFailure(path, 1, 1, "binary file (contains NUL bytes), not Python source")
     deep = too_deep(data)
     if deep is not None:
-        return ParseFailure(path, 1, 1, deep)
+        return ParseFailure(path, 1, 1, deep, fix=DEEP_FIX)
     try:
         return Parsed(cst.parse_module(data), PYTHON3)
     except cst.ParserSyntaxError as exc:
