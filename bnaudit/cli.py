@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from bnaudit import __version__, faults, report
+from bnaudit import __version__, ci_formats, faults, report
 from bnaudit.config import ConfigError, load as load_config
 
 EXIT_CLEAN = 0
@@ -29,7 +29,10 @@ def _error(message: str) -> None:
     print(f"bnaudit: error: {message}", file=sys.stderr)
 
 
-def _add_selection(parser: argparse.ArgumentParser, formats=("text", "json")) -> None:
+CI_FORMATS = ("sarif", "github", "junit", "gitlab")
+
+
+def _add_selection(parser: argparse.ArgumentParser, formats=("text", "json", *CI_FORMATS)) -> None:
     parser.add_argument("--select", action="append", metavar="CODES",
                         help="only report these codes (comma-separated; prefixes like BN00 allowed)")
     parser.add_argument("--ignore", action="append", metavar="CODES", help="never report these codes")
@@ -37,6 +40,18 @@ def _add_selection(parser: argparse.ArgumentParser, formats=("text", "json")) ->
                         help="output format (default: text)" + (
                             "; json-report: every artifact with its layers, findings and counts"
                             if "json-report" in formats else ""))
+    parser.add_argument("--output-file", "-o", type=Path, metavar="FILE",
+                        help="write the report to FILE instead of standard output")
+    parser.add_argument("--exit-zero", action="store_true",
+                        help="exit 0 even when findings are reported (errors still exit 2)")
+    parser.add_argument("--fail-on", choices=("error", "warning"), default="warning",
+                        help="the lowest severity whose findings make the exit code 1 (default: warning)")
+    parser.add_argument("--statistics", action="store_true",
+                        help="print how many findings each code has instead of the findings")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="text: the findings only, without source lines, fix hints or the summary")
+    parser.add_argument("--no-color", action="store_true",
+                        help="never colour the text report (colour is used on a terminal unless NO_COLOR is set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     graph.add_argument("paths", nargs="+", metavar="MODEL_PATH")
-    _add_selection(graph, formats=("text", "json", "json-report"))
+    _add_selection(graph, formats=("text", "json", "json-report", *CI_FORMATS))
 
     rules = commands.add_parser("rules", help="list the fault catalogue")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -123,13 +138,60 @@ def _run_check(args: argparse.Namespace) -> int:
         _error(message)
     if result.files_checked == 0 and result.errors:
         return EXIT_ERROR
-    if args.format == "json":
-        print(report.check_json(result.findings))
+    findings = result.findings
+    if args.statistics:
+        text = ci_formats.statistics(findings)
+    elif args.format == "json":
+        text = report.check_json(findings)
+    elif args.format in CI_FORMATS:
+        text = _ci_report(args.format, findings, result.files_checked)
     else:
-        print(report.check_text(result.findings, result.files_checked, result.source_lines))
+        text = report.check_text(findings, result.files_checked, result.source_lines, quiet=args.quiet,
+                                 color=_color(args))
+    if not _emit(text, args):
+        return EXIT_ERROR
     if result.internal_errors:
         return EXIT_ERROR  # findings may be missing: never a green run
-    return EXIT_FINDINGS if result.findings else EXIT_CLEAN
+    return exit_for(findings, args)
+
+
+def _ci_report(fmt: str, findings, checked: int) -> str:
+    if fmt == "sarif":
+        return ci_formats.sarif(findings)
+    if fmt == "github":
+        return ci_formats.github(findings)
+    if fmt == "junit":
+        return ci_formats.junit(findings, checked)
+    return ci_formats.gitlab(findings)
+
+
+def exit_for(findings, args: argparse.Namespace) -> int:
+    """1 when a finding at or above --fail-on was reported (0 with --exit-zero), else 0."""
+    if getattr(args, "exit_zero", False):
+        return EXIT_CLEAN
+    fail_on = getattr(args, "fail_on", "warning")
+    failing = [f for f in findings if fail_on == "warning" or f.severity == faults.ERROR]
+    return EXIT_FINDINGS if failing else EXIT_CLEAN
+
+
+def _color(args: argparse.Namespace) -> bool:
+    if args.no_color or os.environ.get("NO_COLOR") or args.output_file is not None:
+        return False
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _emit(text: str, args: argparse.Namespace) -> bool:
+    """The report on standard output, or in --output-file (False, with one error line, if it cannot be written)."""
+    if args.output_file is None:
+        if text:
+            print(text)
+        return True
+    try:
+        args.output_file.write_text(text + ("\n" if text else ""), encoding="utf-8")
+    except OSError as exc:
+        _error(f"{args.output_file}: cannot write the report ({exc.strerror or exc})")
+        return False
+    return True
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -149,7 +211,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     except ImportError as exc:
         _error(f"bnaudit graph needs TensorFlow ({exc}); install it with: pip install 'bnaudit[tf]'")
         return EXIT_ERROR
-    return run_graph(args.paths, fmt=args.format, select=select, ignore=ignore)
+    return run_graph(args.paths, fmt=args.format, select=select, ignore=ignore, options=args)
 
 
 def _run_rules(args: argparse.Namespace) -> int:

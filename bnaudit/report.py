@@ -15,11 +15,26 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def check_text(findings: Sequence[Finding], files_checked: int, source_lines: dict[str, list[str]]) -> str:
-    """``path:line:col: CODE [severity] message``, the source line with a caret, the fix, a summary."""
+_COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "path": "\033[1m", "reset": "\033[0m"}
+
+
+def check_text(findings: Sequence[Finding], files_checked: int, source_lines: dict[str, list[str]],
+               quiet: bool = False, color: bool = False) -> str:
+    """``path:line:col: CODE [severity] message``, the source line with a caret, the fix, a summary.
+
+    ``quiet`` keeps the first line of each finding only; ``color`` marks the location and the code
+    with ANSI colours (a terminal that asked for them).
+    """
+    def paint(text: str, kind: str) -> str:
+        return f"{_COLORS[kind]}{text}{_COLORS['reset']}" if color else text
+
     out: list[str] = []
     for finding in findings:
-        out.append(f"{finding.path}:{finding.line}:{finding.column}: {finding.code} [{finding.severity}] {finding.message}")
+        where = paint(f"{finding.path}:{finding.line}:{finding.column}:", "path")
+        code = paint(f"{finding.code} [{finding.severity}]", "error" if finding.severity == "error" else "warning")
+        out.append(f"{where} {code} {finding.message}")
+        if quiet:
+            continue
         lines = source_lines.get(finding.path)
         if lines and finding.line and 0 < finding.line <= len(lines):
             text = lines[finding.line - 1].rstrip("\r\n").expandtabs(1)
@@ -30,9 +45,10 @@ def check_text(findings: Sequence[Finding], files_checked: int, source_lines: di
             out.append(f"    {text}")
             out.append("    " + " " * (col - 1) + "^" * max(1, min(width, len(text) - col + 1)))
         out.append(f"    fix: {finding.fix_hint}")
-    paths = {finding.path for finding in findings}
-    out.append(f"{_plural(len(findings), 'finding')} in {_plural(len(paths), 'file')} "
-               f"({_plural(files_checked, 'file')} checked)")
+    if not quiet:
+        paths = {finding.path for finding in findings}
+        out.append(f"{_plural(len(findings), 'finding')} in {_plural(len(paths), 'file')} "
+                   f"({_plural(files_checked, 'file')} checked)")
     return "\n".join(out)
 
 

@@ -36,3 +36,28 @@ def check_text(tmp_path: Path, text: str, name: str = "example.py") -> list[tupl
 def code_blocks(markdown: str, tag: str) -> list[str]:
     """Fenced blocks opened with ```python <tag>."""
     return re.findall(rf"^```python {re.escape(tag)}\n(.*?)^```", markdown, re.MULTILINE | re.DOTALL)
+
+
+def run_on_terminal(command: list[str], stream: str, **kwargs) -> tuple[int, str]:
+    """Run ``command`` with its ``stream`` ("stdout" or "stderr") on a pseudo-terminal: (exit code, what it wrote)."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    try:
+        other = "stderr" if stream == "stdout" else "stdout"
+        proc = subprocess.run(command, **{stream: slave, other: subprocess.PIPE}, timeout=300, **kwargs)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end is closed: everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    return proc.returncode, seen.decode()

@@ -111,29 +111,35 @@ def test_many_artifacts_end_in_a_summary_line(artifact_path):
 
 def test_progress_goes_to_a_terminal_only(artifact_path):
     """`[i/n] path` on stderr when it is a terminal (erased once done), nothing when it is a pipe."""
-    import os
-    import pty
+    from support import run_on_terminal
 
     paths = [str(artifact_path("keras")), str(artifact_path("h5"))]
     command = [sys.executable, "-m", "bnaudit", "graph", *paths]
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=slave, timeout=300)
-        os.close(slave)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(master)
-    assert proc.returncode == 0, seen
-    text = seen.decode()
+    code, text = run_on_terminal(command, "stderr")
+    assert code == 0, text
     assert f"[1/2] {paths[0]}" in text and f"[2/2] {paths[1]}" in text, text
     assert text.endswith("\r"), repr(text[-80:])
     piped = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and "[1/2]" not in piped.stderr, piped.stderr
+
+
+def test_graph_speaks_the_ci_formats_too(artifact_path, tmp_path):
+    """SARIF valid against the official schema, one annotation per finding, and --fail-on/--exit-zero."""
+    import jsonschema
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
+    code, out, _ = run_cli("graph", "--format", "sarif", str(artifact_path("bn005-negative-variance")))
+    assert code == 1
+    jsonschema.Draft4Validator(schema).validate(json.loads(out))
+    (result,) = json.loads(out)["runs"][0]["results"]
+    assert result["ruleId"] == "BN005" and result["properties"] == {"layer": "fc_bn"}
+    code, out, _ = run_cli("graph", "--format", "github", str(artifact_path("bn005-negative-variance")))
+    assert out.startswith("::error file=") and "title=BN005 negative-variance" in out
+    slow = str(artifact_path("bn009-slow-decay"))
+    assert run_cli("graph", "--fail-on", "error", slow)[0] == 0  # BN009 is a warning
+    assert run_cli("graph", slow)[0] == 1
+    assert run_cli("graph", "--exit-zero", str(artifact_path("bn005-negative-variance")))[0] == 0
+    target = tmp_path / "report.json"
+    code, out, _ = run_cli("graph", "--format", "json", "-o", str(target), slow)
+    assert code == 1 and out == "" and json.loads(target.read_text())[0]["code"] == "BN009"

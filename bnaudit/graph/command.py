@@ -157,7 +157,12 @@ class _Progress:
             sys.stderr.flush()
 
 
-def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ignore: set[str] | None = None) -> int:
+def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ignore: set[str] | None = None,
+        options=None) -> int:
+    """Audit every path and report; ``options`` are the command line's output options (cli.py)."""
+    from bnaudit import ci_formats
+    from bnaudit.cli import CI_FORMATS, _ci_report, _emit, exit_for
+
     ignore = ignore or set()
     results, failed, damaged = [], [], []
     progress = _Progress(len(paths))
@@ -176,13 +181,28 @@ def run(paths: list[str], fmt: str = "text", select: set[str] | None = None, ign
         results.append(summary(artifact, findings))
     progress.done()
     all_findings = [finding for result in results for finding in result["findings"]]
-    if fmt in ("json", "json-report"):
-        print(report.graph_json(all_findings) if fmt == "json" else report.graph_json_report(results, failed))
+    if fmt != "text":
         for result in results:
             for note in result["notes"]:
                 print(f"bnaudit: note: {result['path']}: {note}", file=sys.stderr)
+    if options is not None and options.statistics:
+        text = ci_formats.statistics(all_findings)
+    elif fmt == "json":
+        text = report.graph_json(all_findings)
+    elif fmt == "json-report":
+        text = report.graph_json_report(results, failed)
+    elif fmt in CI_FORMATS:
+        text = _ci_report(fmt, all_findings, len(results))
     elif results:
-        print(report.graph_text(results, unreadable=len(failed)))
+        text = report.graph_text(results, unreadable=len(failed))
+    else:
+        text = ""
+    if options is not None and not _emit(text, options):
+        return EXIT_ERROR
+    if options is None and text:
+        print(text)
     if failed or damaged:  # a damaged file is never a clean one
         return EXIT_ERROR
+    if options is not None:
+        return exit_for(all_findings, options)
     return EXIT_FINDINGS if all_findings else EXIT_CLEAN
