@@ -15,6 +15,17 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _location(finding: Finding, source_lines: dict[str, list[str]]) -> str:
+    """``path:line:col``, or ``nb.ipynb:cell 3:line 5:col`` in a notebook."""
+    if finding.path.endswith(".ipynb") and finding.line:
+        from bnaudit.source.notebooks import cell_position
+
+        position = cell_position(source_lines.get(finding.path, []), finding.line)
+        if position is not None:
+            return f"{finding.path}:cell {position[0]}:line {position[1]}:{finding.column}"
+    return f"{finding.path}:{finding.line}:{finding.column}"
+
+
 _COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "path": "\033[1m", "reset": "\033[0m"}
 
 
@@ -30,7 +41,7 @@ def check_text(findings: Sequence[Finding], files_checked: int, source_lines: di
 
     out: list[str] = []
     for finding in findings:
-        where = paint(f"{finding.path}:{finding.line}:{finding.column}:", "path")
+        where = paint(f"{_location(finding, source_lines)}:", "path")
         code = paint(f"{finding.code} [{finding.severity}]", "error" if finding.severity == "error" else "warning")
         out.append(f"{where} {code} {finding.message}")
         if quiet:

@@ -95,7 +95,7 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
                 and not _excluded(directory / name, exclude, exclude_root)
             )
             for name in sorted(filenames):
-                if name.endswith(".py") and not _excluded(directory / name, exclude, exclude_root):
+                if name.endswith((".py", ".ipynb")) and not _excluded(directory / name, exclude, exclude_root):
                     add(directory / name)
     return found
 

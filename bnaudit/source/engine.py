@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from bnaudit.faults import FAULTS
 from bnaudit.findings import Finding
-from bnaudit.source import prefilter
+from bnaudit.source import notebooks, prefilter
 from bnaudit.source.cache import FactCache
 from bnaudit.source.discover import discover, file_key, is_regular, module_name
 from bnaudit.source.store import FileRecord, RunRecord, RunStore, code_version, result_key, stat_of
@@ -238,6 +238,7 @@ def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | 
             data[shown] = raw
             records[shown] = FileRecord(stat_of(status), module, None)  # type: ignore[arg-type]
             fresh.append((shown, old))
+    explicit &= set(records)  # a named file that could not be read (an unreadable notebook) has its error line
     workers = _Workers(jobs or os.cpu_count() or 1, data)
     try:
         return _finish(result, records, data, fresh, known, previous, store, explicit, workers,
@@ -364,11 +365,19 @@ def _judge(wanted: list[str], records: dict[str, FileRecord], content, cache: Fa
 
 
 def _read(file: Path, shown: str, errors: list[str]) -> bytes | None:
+    """The file's source: its bytes, or a notebook's code cells joined (``notebooks``)."""
     try:
-        return file.read_bytes()
+        data = file.read_bytes()
     except OSError as exc:
         errors.append(f"{shown}: cannot read: {exc.strerror or exc}")
         return None
+    if notebooks.is_notebook(file.name):
+        try:
+            return notebooks.to_source(data)
+        except notebooks.NotebookError as exc:
+            errors.append(f"{shown}: {exc}")
+            return None
+    return data
 
 
 def _place(raw: list[RawFinding], content) -> list[Finding]:
