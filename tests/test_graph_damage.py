@@ -169,3 +169,38 @@ def test_a_tf2_savedmodel_without_its_variables_is_damaged_not_clean(artifact_pa
     assert code == 2
     (artifact,) = report["artifacts"]
     assert "variables/ holds no checkpoint" in artifact["damage"][0], artifact
+
+
+def test_the_two_copies_a_keras_export_saves_must_agree(artifact_path, tmp_path):
+    """model.export() saves each variable as variables/N and _all_variables/M: the served copy is read,
+    and a copy that differs from it (written with valid checksums) is damage."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    target = tmp_path / "export"
+    shutil.copytree(artifact_path("keras-export"), target)
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString((target / "saved_model.pb").read_bytes())
+    objects = model.meta_graphs[0].object_graph_def
+    paths = {}
+    for child in objects.nodes[0].children:
+        for item in objects.nodes[child.node_id].children:
+            paths.setdefault(item.node_id, f"{child.local_name}/{item.local_name}")
+    copies = [paths[i] for i, node in enumerate(objects.nodes)
+              if node.WhichOneof("kind") == "variable" and node.variable.name == "conv_bn/moving_variance"]
+    assert len(copies) == 2, copies
+    prefix = str(target / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    names = sorted(reader.get_variable_to_shape_map())
+    tensors = {name: reader.get_tensor(name) for name in names}
+    served, other = [f"{path}/.ATTRIBUTES/VARIABLE_VALUE" for path in copies]
+    tensors[other] = tensors[other] * 2.0
+    for stale in (target / "variables").iterdir():
+        stale.unlink()
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(tensors[name]) for name in names])
+    code, report, err = _report(target)
+    assert code == 2, err
+    (artifact,) = report["artifacts"]
+    (damage,) = artifact["damage"]
+    assert "layer 'conv_bn': the two saved copies of its moving_variance differ" in damage, damage

@@ -85,9 +85,11 @@ def _tf2_layers(display: str, directory: str, model, bundle: Bundle | None, view
             for attribute in ckpt_graph.nodes[node_id].attributes:
                 if not attribute.full_name:
                     attribute.full_name = node.variable.name.split(":", 1)[0]
+    copies = _copies(ckpt_graph, _served_nodes(model))
     for scope, roles in sorted(object_graph_layers(ckpt_graph).items(), key=lambda item: natural_key(item[0])):
-        layer = BNLayer(scope, keys=roles)
+        layer = BNLayer(scope, keys={role: copies.get(key, (key, []))[0] for role, key in roles.items()})
         read_values(layer, bundle)
+        _compare_copies(artifact, layer, copies, bundle)
         artifact.layers.append(layer)
     _keras_metadata(directory, objects, ckpt_graph, artifact)
     unnamed = _function_layers(model, view, ckpt_graph, bundle,
@@ -131,6 +133,48 @@ def _layer_metadata(directory: str, objects) -> dict[int, str]:
         for node in metadata.nodes:
             out.setdefault(node.node_id, node.metadata)
     return out
+
+
+def _served_nodes(model) -> set[int]:
+    """Object-graph ids of the variables the model's functions capture: what serving reads."""
+    return {node_id for concrete in model.object_graph_def.concrete_functions.values()
+            for node_id in concrete.bound_inputs}
+
+
+def _copies(ckpt_graph, served: set[int]) -> dict[str, tuple[str, list[str]]]:
+    """Checkpoint key -> (the copy to read, every other copy of the same variable).
+
+    Keras 3's ``model.export()`` saves each variable twice (``variables/N`` and ``_all_variables/M``,
+    one variable name); the copy the serving functions capture is the one that is read.
+    """
+    by_name: dict[str, list[tuple[int, str]]] = {}
+    for node_id, (key, full_name) in variable_keys(ckpt_graph).items():
+        if full_name:
+            by_name.setdefault(full_name, []).append((node_id, key))
+    out = {}
+    for entries in by_name.values():
+        if len(entries) < 2:
+            continue
+        entries.sort(key=lambda entry: (entry[0] not in served, entry[0]))
+        chosen = entries[0][1]
+        for _, key in entries:
+            out[key] = (chosen, [other for _, other in entries if other != chosen])
+    return out
+
+
+def _compare_copies(artifact: Artifact, layer: BNLayer, copies, bundle: Bundle) -> None:
+    """A value saved twice must be saved the same twice (each read verifies its own checksum)."""
+    import numpy as np
+
+    for role, key in layer.keys.items():
+        value = layer.values.get(role)
+        if not isinstance(value, np.ndarray):
+            continue
+        for other in copies.get(key, (key, []))[1]:
+            copy = bundle.saved(other)
+            if copy is None or copy.shape != value.shape or not np.array_equal(copy, value, equal_nan=True):
+                artifact.damage.append(f"layer {layer.name!r}: the two saved copies of its {role} differ "
+                                       f"({key.split('/.ATTRIBUTES')[0]} and {other.split('/.ATTRIBUTES')[0]})")
 
 
 def _keras_metadata(directory: str, objects, ckpt_graph, artifact: Artifact) -> None:
