@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP + "\nsuppress a finding on its line with  # bnaudit: ignore[BN001]  or  # noqa: BN001\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: .)")
+    check.add_argument("paths", nargs="*", metavar="PATH",
+                       help="files or directories (default: .); - reads one file from standard input")
+    check.add_argument("--stdin-filename", metavar="NAME",
+                       help="the name to report (and to look up configuration by) for the file read from -")
     _add_selection(check)
     check.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                        help="skip files and directories matching GLOB (repeatable)")
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read [tool.bnaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
                        help="worker processes (default: all cores when there are many files)")
+    check.add_argument("--no-respect-gitignore", action="store_true",
+                       help="also check files that .gitignore or .git/info/exclude ignore when walking directories")
     check.add_argument("--no-cache", action="store_true",
                        help="do not read or write the per-file facts cache ($BNAUDIT_CACHE_DIR, "
                             "default ~/.cache/bnaudit)")
@@ -115,12 +120,54 @@ def _exists(path: Path) -> bool:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    if "-" in args.paths:
+        if args.paths != ["-"]:
+            _error("- (standard input) cannot be combined with other paths")
+            return EXIT_ERROR
+        return _check_stdin(args)
+    return _check_paths(args)
+
+
+def _check_stdin(args: argparse.Namespace) -> int:
+    """One file from standard input, analyzed on its own under --stdin-filename (default ``-``)."""
+    import dataclasses
+    import tempfile
+
+    from bnaudit.source.notebooks import SUFFIX
+
+    name = args.stdin_filename or "-"
+    data = sys.stdin.buffer.read()
+    suffix = SUFFIX if name.endswith(SUFFIX) else ".py"
+    with tempfile.TemporaryDirectory(prefix="bnaudit-stdin-") as directory:
+        temporary = Path(directory) / (Path(name).stem if name != "-" else "stdin").replace(" ", "_")
+        temporary = temporary.with_suffix(suffix)
+        temporary.write_bytes(data)
+        config_start = Path(name).parent if name != "-" else Path(".")
+        result_args = argparse.Namespace(**vars(args), stdin_file=(temporary, name, config_start))
+        result_args.paths = [str(temporary)]
+        result_args.no_cache = True
+        shown = {str(temporary), os.path.relpath(temporary)}  # however discovery displays it
+        code = _check_paths(result_args, rename=dict.fromkeys(shown, name),
+                            replace=lambda finding: dataclasses.replace(
+                                finding, path=name, message=_renamed(finding.message, dict.fromkeys(shown, name))))
+    return code
+
+
+def _renamed(text: str, rename: dict[str, str]) -> str:
+    for old in sorted(rename, key=len, reverse=True):
+        text = text.replace(old, rename[old])
+    return text
+
+
+def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None, replace=None) -> int:
     from bnaudit.source import analyze
     from bnaudit.source.cache import default_directory
 
     paths = [Path(p) for p in args.paths] or [Path(".")]
+    stdin = getattr(args, "stdin_file", None)
     try:
-        config = load_config(paths[0] if _exists(paths[0]) else Path("."), args.config)
+        start = stdin[2] if stdin else (paths[0] if _exists(paths[0]) else Path("."))
+        config = load_config(start if _exists(start) else Path("."), args.config)
         select, ignore = _selection(args, config.select, config.ignore)
     except (ConfigError, ValueError) as exc:
         _error(str(exc))
@@ -133,7 +180,13 @@ def _run_check(args: argparse.Namespace) -> int:
         ignore=ignore,
         jobs=args.jobs,
         cache_dir=None if args.no_cache else default_directory(),
+        respect_gitignore=not args.no_respect_gitignore,
     )
+    if rename:
+        result.errors = [_renamed(message, rename) for message in result.errors]
+        result.internal_errors = [_renamed(message, rename) for message in result.internal_errors]
+        result.findings = [replace(finding) for finding in result.findings]
+        result.source_lines = {rename.get(path, path): lines for path, lines in result.source_lines.items()}
     for message in result.errors + result.internal_errors:
         _error(message)
     if result.files_checked == 0 and result.errors:

@@ -53,7 +53,49 @@ def is_regular(path: Path) -> bool:
         return False
 
 
-def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None) -> Discovery:
+class GitIgnore:
+    """What git ignores under a directory walk: every ``.gitignore`` met on the way down, and the
+    repository's ``.git/info/exclude``, with git's precedence (a deeper file's match wins; ``!`` negates)."""
+
+    def __init__(self, top: Path):
+        import pathspec
+
+        self._pathspec = pathspec
+        self.specs: dict[Path, object] = {}
+        root = next((d for d in [top, *top.parents] if (d / ".git").exists()), None)
+        self.root = root
+        if root is not None:
+            self._load(root, root / ".git" / "info" / "exclude")
+            for directory in reversed(top.relative_to(root).parents if top != root else ()):
+                self._load(root / directory, root / directory / ".gitignore")
+
+    def _load(self, directory: Path, file: Path) -> None:
+        try:
+            lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return
+        spec = self._pathspec.GitIgnoreSpec.from_lines(lines)
+        previous = self.specs.get(directory)
+        self.specs[directory] = spec if previous is None else previous + spec
+
+    def enter(self, directory: Path) -> None:
+        self._load(directory, directory / ".gitignore")
+
+    def ignored(self, path: Path, is_dir: bool = False) -> bool:
+        verdict = False
+        for directory, spec in self.specs.items():
+            try:
+                relative = path.relative_to(directory).as_posix()
+            except ValueError:
+                continue
+            result = spec.check_file(relative + ("/" if is_dir else ""))
+            if result.include is not None:
+                verdict = result.include
+        return verdict
+
+
+def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None,
+             respect_gitignore: bool = True) -> Discovery:
     found = Discovery()
     seen: set[tuple[int, int]] = set()
 
@@ -85,17 +127,22 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
         if not os.access(path, os.R_OK | os.X_OK):
             found.errors.append(f"{path}: permission denied")
             continue
+        ignore = GitIgnore(path.absolute()) if respect_gitignore else None
         for dirpath, dirnames, filenames in os.walk(path, onerror=lambda e: found.errors.append(
                 f"{e.filename}: {e.strerror.lower() if e.strerror else e}")):
             directory = Path(dirpath)
+            if ignore is not None:
+                ignore.enter(directory.absolute())
             dirnames[:] = sorted(
                 name for name in dirnames
                 if name not in SKIPPED_DIRS and not name.startswith(".")
                 and not _is_virtualenv(directory / name)
                 and not _excluded(directory / name, exclude, exclude_root)
+                and not (ignore is not None and ignore.ignored((directory / name).absolute(), is_dir=True))
             )
             for name in sorted(filenames):
-                if name.endswith((".py", ".ipynb")) and not _excluded(directory / name, exclude, exclude_root):
+                if name.endswith((".py", ".ipynb")) and not _excluded(directory / name, exclude, exclude_root) \
+                        and not (ignore is not None and ignore.ignored((directory / name).absolute())):
                     add(directory / name)
     return found
 
