@@ -208,17 +208,37 @@ def test_unreadable_file_is_reported(tmp_path, capsys):
         os.chmod(directory, 0o755)
 
 
-@pytest.mark.parametrize("comment", ["# bnaudit: ignore[BN001]", "# noqa: BN001", "# noqa",
-                                     "# bnaudit: ignore[BN009, BN001]"])
+@pytest.mark.parametrize("comment", [
+    "# bnaudit: ignore[BN001]", "# noqa: BN001", "# noqa", "# bnaudit: ignore[BN009, BN001]",
+    # as flake8 and ruff read them: codes separated by spaces, a reason after them, trailing space,
+    # two comments on one line, names and prefixes inside ignore[...]
+    "# noqa: E501 BN001", "# noqa:BN001,E501", "# noqa: BN001 because the updates run in a hook",
+    "# noqa: BN001 ", "# bnaudit: ignore  # noqa: E501", "# type: ignore  # noqa: BN001",
+    "# bnaudit: ignore[unrun-update-ops]", "# bnaudit: ignore[BN00]", "# bnaudit: ignore[BN001 BN004]",
+])
 def test_suppression_comments(tmp_path, capsys, comment):
     text = UNRUN.rstrip("\n") + f"  {comment}\n"
     write(tmp_path, "train.py", text)
     assert run_json(capsys, str(tmp_path)) == (0, [])
 
 
-def test_suppression_of_another_code_does_not_hide(tmp_path, capsys):
-    write(tmp_path, "train.py", UNRUN.rstrip("\n") + "  # noqa: BN004\n")
+@pytest.mark.parametrize("comment", ["# noqa: BN004", "# noqa: E501", "# noqa:E501 because BN001 is fine",
+                                     "# bnaudit: ignore[BN004]", "# bnaudit: ignore[slow-moving-average]"])
+def test_suppression_of_another_code_does_not_hide(tmp_path, capsys, comment):
+    write(tmp_path, "train.py", UNRUN.rstrip("\n") + f"  {comment}\n")
     assert [d["code"] for d in run_json(capsys, str(tmp_path))[1]] == ["BN001"]
+
+
+def test_skip_file_drops_the_files_findings_but_not_its_facts(tmp_path, capsys):
+    """The model file is skipped, yet its layer still takes part in the train op's fault elsewhere."""
+    write(tmp_path, "model.py", "# bnaudit: skip-file\nimport tensorflow as tf\n"
+          "def net(x):\n    return tf.contrib.layers.batch_norm(x, is_training=True)\n")
+    write(tmp_path, "skipped.py", "# bnaudit: skip-file\n" + UNRUN)
+    write(tmp_path, "train.py", "import tensorflow as tf\nfrom model import net\n"
+          "x = tf.placeholder(tf.float32, [None, 4])\n"
+          "train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(net(x)))\n")
+    code, findings = run_json(capsys, str(tmp_path))
+    assert [(Path(f["path"]).name, f["code"]) for f in findings] == [("train.py", "BN001")]
 
 
 def test_select_and_ignore(tmp_path, capsys):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnaudit.faults import FAULTS
+from bnaudit.faults import FAULTS, expand_selection
 from bnaudit.findings import Finding
 from bnaudit.source import notebooks, prefilter
 from bnaudit.source.cache import FactCache
@@ -36,7 +36,13 @@ if TYPE_CHECKING:
 
 PARALLEL_THRESHOLD = 24      # below this many files to parse, one process is faster
 SIGNALS_PARALLEL_THRESHOLD = 400   # files to read signals from: a regular-expression pass is cheap
-_SUPPRESS_RE = re.compile(r"#\s*(?:bnaudit:\s*ignore|noqa)(?::?\s*\[?(?P<codes>[A-Z0-9, ]+)\]?)?", re.IGNORECASE)
+# `# noqa`, `# noqa: E501 BN005`, `# noqa:BN005,BN009 because ...` (flake8's grammar: codes after the
+# colon, separated by commas or spaces, then anything); `# bnaudit: ignore`, `# bnaudit: ignore[BN001]`,
+# `ignore[unrun-update-ops, BN00]` (codes, names, prefixes).  Each comment on a line counts.
+_NOQA_RE = re.compile(r"#\s*noqa(?P<colon>\s*:\s*(?P<codes>[A-Z]+[0-9]+(?:[,\s]+[A-Z]+[0-9]+)*))?", re.IGNORECASE)
+_IGNORE_RE = re.compile(r"#\s*bnaudit\s*:\s*ignore\b(?:\s*\[(?P<inside>[^\]]*)\]|\s*:\s*(?P<after>[\w\-, ]+))?",
+                        re.IGNORECASE)
+_SKIP_FILE_RE = re.compile(r"^\s*#\s*bnaudit\s*:\s*skip-file\s*$", re.IGNORECASE | re.MULTILINE)
 
 
 RECURSION_LIMIT = 10_000
@@ -305,7 +311,8 @@ def _finish(result: CheckResult, records: dict[str, FileRecord], data: dict[str,
     first_error = len(result.errors)
     findings = _judge(sorted(wanted), records, content, cache, workers, select, ignore, result)
     texts = {path: _decode(raw) for path in {f.path for f in findings} if (raw := content(path)) is not None}
-    findings = [f for f in findings if not _suppressed(f, texts.get(f.path, ""))]
+    findings = [f for f in findings if not _suppressed(f, texts.get(f.path, ""))
+                and not _skipped_file(texts.get(f.path, ""))]
     findings.sort(key=lambda f: (f.path, f.line or 0, f.column or 0, f.code))
     result.findings = findings
     result.source_lines = {f.path: texts[f.path].splitlines() for f in findings if f.path in texts}
@@ -412,6 +419,7 @@ def _place(raw: list[RawFinding], content) -> list[Finding]:
 
 
 def _suppressed(finding: Finding, text: str) -> bool:
+    """A suppression comment on the finding's first or last line names its code (or names none)."""
     lines = text.splitlines()
     candidates = {finding.line}
     if finding.end_line:
@@ -419,8 +427,29 @@ def _suppressed(finding: Finding, text: str) -> bool:
     for number in candidates:
         if not number or number > len(lines):
             continue
-        for match in _SUPPRESS_RE.finditer(lines[number - 1]):
+        line = lines[number - 1]
+        for match in _NOQA_RE.finditer(line):
             codes = match.group("codes")
-            if not codes or finding.code in {c.strip().upper() for c in codes.split(",")}:
+            if not codes or finding.code in {code.upper() for code in re.split(r"[,\s]+", codes)}:
+                return True
+        for match in _IGNORE_RE.finditer(line):
+            selectors = match.group("inside") if match.group("inside") is not None else match.group("after")
+            if selectors is None or not selectors.strip() or finding.code in _selected(selectors):
                 return True
     return False
+
+
+def _selected(selectors: str) -> set[str]:
+    """The codes that codes, prefixes (``BN00``) and names (``unrun-update-ops``) in a comment select;
+    words that are none of these (a reason after the codes) select nothing."""
+    codes: set[str] = set()
+    for item in re.split(r"[,\s]+", selectors.strip()):
+        try:
+            codes |= expand_selection([item]) or set()
+        except ValueError:
+            continue
+    return codes
+
+
+def _skipped_file(text: str) -> bool:
+    return bool(_SKIP_FILE_RE.search(text))
