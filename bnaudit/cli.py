@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bnaudit import __version__, ci_formats, faults, report
-from bnaudit.config import ConfigError, load as load_config
+from bnaudit.config import ConfigError, Resolver
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
@@ -34,8 +34,12 @@ CI_FORMATS = ("sarif", "github", "junit", "gitlab")
 
 def _add_selection(parser: argparse.ArgumentParser, formats=("text", "json", *CI_FORMATS)) -> None:
     parser.add_argument("--select", action="append", metavar="CODES",
-                        help="only report these codes (comma-separated; prefixes like BN00 allowed)")
-    parser.add_argument("--ignore", action="append", metavar="CODES", help="never report these codes")
+                        help="only report these codes (comma-separated; prefixes like BN00 allowed); "
+                             "replaces the configuration's select")
+    parser.add_argument("--extend-select", action="append", metavar="CODES",
+                        help="add these codes to the selection (the configuration's or --select)")
+    parser.add_argument("--ignore", action="append", metavar="CODES",
+                        help="never report these codes (added to the configuration's ignore)")
     parser.add_argument("--format", choices=formats, default="text",
                         help="output format (default: text)" + (
                             "; json-report: every artifact with its layers, findings and counts"
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read [tool.bnaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
                        help="worker processes (default: all cores when there are many files)")
+    check.add_argument("--show-settings", action="store_true",
+                       help="print the configuration each PATH resolves to (file, select, ignore, exclude) and exit")
     check.add_argument("--no-respect-gitignore", action="store_true",
                        help="also check files that .gitignore or .git/info/exclude ignore when walking directories")
     check.add_argument("--no-cache", action="store_true",
@@ -104,11 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _selection(args: argparse.Namespace, config_select=None, config_ignore=()) -> tuple[set[str] | None, set[str]]:
+def _selection(args: argparse.Namespace, config=None) -> tuple[set[str] | None, set[str]]:
+    """The codes reported (None: all) and ignored, from the command line over a configuration.
+
+    As in ruff: ``--select`` replaces the configuration's ``select``; ``--extend-select`` and
+    ``extend-select`` add to it; ``--ignore`` adds to ``ignore``.
+    """
     if args.select is not None and not any(item.strip() for value in args.select for item in value.split(",")):
         raise ValueError("--select '' selects nothing (give codes such as BN001,BN004, or ALL)")
-    select = faults.expand_selection(args.select if args.select else config_select)
-    ignore = faults.expand_selection(list(config_ignore) + (args.ignore or [])) or set()
+    select = faults.expand_selection(args.select if args.select else (config.select if config else None))
+    extend = list(config.extend_select if config else ()) + list(getattr(args, "extend_select", None) or ())
+    if extend and select is not None:
+        select |= faults.expand_selection(extend) or set()
+    ignore = faults.expand_selection(list(config.ignore if config else ()) + (args.ignore or [])) or set()
     return select, ignore
 
 
@@ -119,7 +133,27 @@ def _exists(path: Path) -> bool:
         return False
 
 
+def _show_settings(args: argparse.Namespace) -> int:
+    resolver = Resolver(args.config)
+    try:
+        for path in [Path(p) for p in args.paths] or [Path(".")]:
+            config = resolver.for_path(path)
+            select, ignore = _selection(args, config)
+            ignore |= faults.expand_selection(config.ignored_here(path)) or set()
+            print(json.dumps({
+                "path": str(path), "configuration": str(config.path) if config.path else None,
+                "select": sorted(select) if select is not None else sorted(faults.FAULTS),
+                "ignore": sorted(ignore), "exclude": config.exclude, "per-file-ignores": config.per_file_ignores,
+            }, indent=2))
+    except (ConfigError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    return EXIT_CLEAN
+
+
 def _run_check(args: argparse.Namespace) -> int:
+    if args.show_settings:
+        return _show_settings(args)
     if "-" in args.paths:
         if args.paths != ["-"]:
             _error("- (standard input) cannot be combined with other paths")
@@ -153,6 +187,13 @@ def _check_stdin(args: argparse.Namespace) -> int:
     return code
 
 
+def _reported(finding, resolver: Resolver, args: argparse.Namespace) -> bool:
+    config = resolver.for_path(Path(finding.path))
+    select, ignore = _selection(args, config)
+    ignore |= faults.expand_selection(config.ignored_here(Path(finding.path))) or set()
+    return (select is None or finding.code in select) and finding.code not in ignore
+
+
 def _renamed(text: str, rename: dict[str, str]) -> str:
     for old in sorted(rename, key=len, reverse=True):
         text = text.replace(old, rename[old])
@@ -166,9 +207,10 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
     paths = [Path(p) for p in args.paths] or [Path(".")]
     stdin = getattr(args, "stdin_file", None)
     try:
+        resolver = Resolver(args.config)
         start = stdin[2] if stdin else (paths[0] if _exists(paths[0]) else Path("."))
-        config = load_config(start if _exists(start) else Path("."), args.config)
-        select, ignore = _selection(args, config.select, config.ignore)
+        config = resolver.for_path(start if _exists(start) else Path("."))
+        _selection(args, config)  # a bad selector is a usage error before any work
     except (ConfigError, ValueError) as exc:
         _error(str(exc))
         return EXIT_ERROR
@@ -176,8 +218,6 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
         paths,
         exclude=list(config.exclude) + list(args.exclude),
         exclude_root=config.root,
-        select=select,
-        ignore=ignore,
         jobs=args.jobs,
         cache_dir=None if args.no_cache else default_directory(),
         respect_gitignore=not args.no_respect_gitignore,
@@ -187,6 +227,11 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
         result.internal_errors = [_renamed(message, rename) for message in result.internal_errors]
         result.findings = [replace(finding) for finding in result.findings]
         result.source_lines = {rename.get(path, path): lines for path, lines in result.source_lines.items()}
+    try:  # each file by its own configuration
+        result.findings = [f for f in result.findings if _reported(f, resolver, args)]
+    except (ConfigError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_ERROR
     for message in result.errors + result.internal_errors:
         _error(message)
     if result.files_checked == 0 and result.errors:

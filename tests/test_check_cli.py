@@ -265,8 +265,43 @@ def test_pyproject_configuration(tmp_path, capsys):
     write(tmp_path, "legacy/old.py", UNRUN)
     _, data = run_json(capsys, str(tmp_path))
     assert [(Path(d["path"]).name, d["code"]) for d in data] == [("train.py", "BN001")]
-    # The command line adds to the configuration.
+    # --ignore adds to the configuration's ignore.
     assert run_json(capsys, "--ignore", "BN001", str(tmp_path)) == (0, [])
+
+
+def test_each_file_takes_its_nearest_configuration(tmp_path, capsys):
+    """As ruff: the nearest pyproject.toml with a [tool.bnaudit] table (one without the table does not
+    hide its parent's), whatever the order of the paths; --select replaces, --extend-select adds;
+    per-file-ignores globs are relative to their pyproject.toml."""
+    saver = UNRUN + "saver = tf.train.Saver(tf.trainable_variables())\n"
+    write(tmp_path, "pyproject.toml", """\
+        [tool.bnaudit]
+        ignore = ["BN004"]
+
+        [tool.bnaudit.per-file-ignores]
+        "tests/*" = ["BN001"]
+        """)
+    write(tmp_path, "app/pyproject.toml", "[project]\nname = 'app'\n")
+    write(tmp_path, "strict/pyproject.toml", "[tool.bnaudit]\nselect = ['BN004']\n")
+    for directory in ("", "app/", "strict/", "tests/"):
+        write(tmp_path, f"{directory}train.py", saver)
+
+    def found(*args):
+        code, data = run_json(capsys, *args)
+        return sorted((Path(d["path"]).resolve().relative_to(tmp_path.resolve()).as_posix(), d["code"]) for d in data)
+
+    everything = [("app/train.py", "BN001"), ("strict/train.py", "BN004"), ("train.py", "BN001")]
+    assert found(str(tmp_path)) == everything
+    assert found(str(tmp_path / "strict"), str(tmp_path)) == everything
+    # --select replaces strict/'s select; the per-file-ignores of tests/* still hold.
+    assert found("--select", "BN001", str(tmp_path)) == [
+        ("app/train.py", "BN001"), ("strict/train.py", "BN001"), ("train.py", "BN001")]
+    assert found("--extend-select", "BN001", str(tmp_path / "strict")) == [
+        ("strict/train.py", "BN001"), ("strict/train.py", "BN004")]
+    code = main(["check", "--show-settings", str(tmp_path / "tests" / "train.py")])
+    settings = json.loads(capsys.readouterr().out)
+    assert code == 0 and settings["configuration"] == str(tmp_path / "pyproject.toml")
+    assert settings["ignore"] == ["BN001", "BN004"]
 
 
 def test_bad_configuration_is_a_usage_error(tmp_path, capsys):
