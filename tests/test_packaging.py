@@ -1,0 +1,32 @@
+"""The wheel PyPI would get: metadata twine accepts, an SPDX license with its file, the rule documents."""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_passes_twine_check_and_carries_what_it_needs(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = tmp_path.glob("bnaudit-*.whl")
+    check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel)],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and "PASSED" in check.stdout, check.stdout + check.stderr
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = email.message_from_string(
+            archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode("utf-8"))
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert "Programming Language :: Python :: 3.13" in metadata.get_all("Classifier")
+    documents = {Path(name).name for name in names if name.startswith("bnaudit/rules/") and name.endswith(".md")}
+    assert documents == {path.name for path in (ROOT / "rules").glob("BN*.md")}
+    core = [value for value in metadata.get_all("Requires-Dist") if "extra ==" not in value]
+    assert not any(name in " ".join(core).lower() for name in ("tensorflow", "keras", "numpy"))
