@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes (default: all cores when there are many files)")
     check.add_argument("--show-settings", action="store_true",
                        help="print the configuration each PATH resolves to (file, select, ignore, exclude) and exit")
+    check.add_argument("--git-tracked", action="store_true",
+                       help="walking directories, check only files git tracks or has staged (the pre-commit hook's view)")
     check.add_argument("--no-respect-gitignore", action="store_true",
                        help="also check files that .gitignore or .git/info/exclude ignore when walking directories")
     check.add_argument("--no-cache", action="store_true",
@@ -221,6 +223,7 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
         jobs=args.jobs,
         cache_dir=None if args.no_cache else default_directory(),
         respect_gitignore=not args.no_respect_gitignore,
+        tracked_only=args.git_tracked,
     )
     if rename:
         result.errors = [_renamed(message, rename) for message in result.errors]

@@ -94,8 +94,28 @@ class GitIgnore:
         return verdict
 
 
+def git_tracked(directory: Path) -> set[Path] | None:
+    """The files git tracks under ``directory`` (the index: committed and staged), or None outside a
+    repository or without git."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "-C", str(directory), "ls-files", "-z", "--cached", "--full-name", "."],
+                              capture_output=True, timeout=60)
+        top = subprocess.run(["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0 or top.returncode != 0:
+        return None
+    root = Path(top.stdout.strip())
+    return {(root / os.fsdecode(name)).resolve() for name in proc.stdout.split(b"\0") if name}
+
+
 def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = None,
-             respect_gitignore: bool = True) -> Discovery:
+             respect_gitignore: bool = True, tracked_only: bool = False) -> Discovery:
+    """The files to check.  ``tracked_only`` (pre-commit's view): walking a directory inside a git
+    repository keeps the files git tracks or has staged, never an untracked scratch file."""
     found = Discovery()
     seen: set[tuple[int, int]] = set()
 
@@ -128,6 +148,7 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
             found.errors.append(f"{path}: permission denied")
             continue
         ignore = GitIgnore(path.absolute()) if respect_gitignore else None
+        tracked = git_tracked(path) if tracked_only else None
         for dirpath, dirnames, filenames in os.walk(path, onerror=lambda e: found.errors.append(
                 f"{e.filename}: {e.strerror.lower() if e.strerror else e}")):
             directory = Path(dirpath)
@@ -142,7 +163,8 @@ def discover(paths: list[Path], exclude: list[str], exclude_root: Path | None = 
             )
             for name in sorted(filenames):
                 if name.endswith((".py", ".ipynb")) and not _excluded(directory / name, exclude, exclude_root) \
-                        and not (ignore is not None and ignore.ignored((directory / name).absolute())):
+                        and not (ignore is not None and ignore.ignored((directory / name).absolute())) \
+                        and (tracked is None or (directory / name).resolve() in tracked):
                     add(directory / name)
     return found
 

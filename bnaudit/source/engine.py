@@ -186,7 +186,7 @@ def _decode(data: bytes) -> str:
 
 def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: Path | None = None,
             select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0,
-            cache_dir: Path | None = None, respect_gitignore: bool = True) -> CheckResult:
+            cache_dir: Path | None = None, respect_gitignore: bool = True, tracked_only: bool = False) -> CheckResult:
     # Facts are millions of small long-lived objects that hold no cycles: the cyclic collector would
     # rescan them all, over and over, while they load and while the rules run (a third of the time).
     enabled = gc.isenabled()
@@ -196,16 +196,18 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
     if sys.getrecursionlimit() < RECURSION_LIMIT:
         sys.setrecursionlimit(RECURSION_LIMIT)
     try:
-        return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir, respect_gitignore)
+        return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir, respect_gitignore,
+                        tracked_only)
     finally:
         if enabled and KEEP_UNTIL_EXIT is None:  # a process about to exit need not collect them
             gc.enable()
 
 
 def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | None, select: set[str] | None,
-             ignore: set[str] | None, jobs: int, cache_dir: Path | None, respect_gitignore: bool) -> CheckResult:
+             ignore: set[str] | None, jobs: int, cache_dir: Path | None, respect_gitignore: bool,
+             tracked_only: bool) -> CheckResult:
     result = CheckResult()
-    found = discover(paths, exclude or [], exclude_root, respect_gitignore)
+    found = discover(paths, exclude or [], exclude_root, respect_gitignore, tracked_only)
     result.errors.extend(found.errors)
     named = {file_key(p) for p in paths if is_regular(p)}
     store = RunStore(cache_dir, (tuple(str(p.absolute()) for p in paths), tuple(exclude or ()),
