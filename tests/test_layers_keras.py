@@ -168,3 +168,37 @@ def test_compiles_with_xla():
     assert layer.num_updates.numpy() == 3
     np.testing.assert_allclose(out.numpy(), ref.forward_train(x, 1, 0, 1e-3), atol=1e-4)
     np.testing.assert_allclose(layer.moving_mean.numpy(), ref.moving_stats([x] * 3, 0.5)[0], rtol=1e-5)
+
+
+def test_a_trained_keras_batch_normalization_loads_into_it():
+    """Four Keras weights in, num_updates set to the full window: the same inference output, and the
+    next training batch moves the averages by 1 - momentum instead of replacing them."""
+    inputs = keras.Input((6,))
+    trained = keras.layers.BatchNormalization(momentum=0.9)
+    model = keras.Model(inputs, trained(inputs))
+    model.compile("sgd", "mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(2, 3, (256, 6)), rng.normal(size=(256, 6)), batch_size=32, epochs=1, verbose=0)
+    x = rng.normal(2, 3, (16, 6)).astype("float32")
+    for ours in (BatchNorm.from_keras(trained), _built(BatchNorm(momentum=0.9), (None, 6))):
+        if not ours.moving_mean.numpy().any():
+            ours.set_weights(trained.get_weights())
+        np.testing.assert_allclose(ours(x, training=False), trained(x, training=False), rtol=1e-5, atol=1e-5)
+        assert ours.num_updates.numpy() == 10.0  # 1 / (1 - 0.9)
+        before = ours.moving_mean.numpy().copy()
+        ours(x, training=True)
+        batch_mean = x.mean(axis=0)
+        np.testing.assert_allclose(ours.moving_mean.numpy(), 0.9 * before + 0.1 * batch_mean, rtol=1e-4, atol=1e-5)
+
+
+def _built(layer, shape):
+    layer.build(shape)
+    return layer
+
+
+@pytest.mark.parametrize("argument, value", [("synchronized", True), ("renorm", True), ("virtual_batch_size", 8)])
+def test_what_it_cannot_do_is_refused_by_name(argument, value):
+    with pytest.raises(ValueError, match=f"does not support {argument}={value!r}.*keras.layers.BatchNormalization"):
+        BatchNorm(**{argument: value})
+    off = {"synchronized": False, "renorm": False, "virtual_batch_size": None}[argument]
+    assert BatchNorm(**{argument: off}, fused=True).momentum == 0.99  # a Keras config's defaults load

@@ -10,13 +10,45 @@ It runs on the TensorFlow backend (it calls TensorFlow's fused kernel).
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bnaudit.layers import core
 
 #: The name Keras writes in ``.keras`` configs for this class.
 REGISTERED_NAME = "bnaudit>BatchNorm"
+
+
+# Keras/tf.keras BatchNormalization arguments this layer has no counterpart for: what they ask for
+# when set (their off values are accepted, so a config written for Keras loads).
+_UNSUPPORTED = {
+    "synchronized": "cross-replica (synchronized) statistics",
+    "renorm": "batch renormalization",
+    "renorm_clipping": "batch renormalization",
+    "renorm_momentum": "batch renormalization",
+    "virtual_batch_size": "ghost (virtual) batches",
+    "adjustment": "an adjustment of the normalized values",
+}
+_ACCEPTED_OFF = {"synchronized": False, "renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99,
+                 "virtual_batch_size": None, "adjustment": None}
+
+
+def _refuse_unsupported(kwargs: dict) -> None:
+    kwargs.pop("fused", None)  # the kernel is always the fused one
+    for name, what in _UNSUPPORTED.items():
+        if name in kwargs:
+            value = kwargs.pop(name)
+            if value != _ACCEPTED_OFF[name]:
+                raise ValueError(f"bnaudit.layers.BatchNorm does not support {name}={value!r} ({what}); "
+                                 f"use keras.layers.BatchNormalization({name}={value!r}) for that layer")
+
+
+def full_window(momentum: float) -> float:
+    """The update count at which the averages weigh each batch by 1 - momentum (no longer debiased)."""
+    return float(math.ceil(1.0 / (1.0 - momentum) - 1e-9)) if momentum < 1.0 else 1.0
 
 
 @keras.saving.register_keras_serializable(package="bnaudit")
@@ -49,6 +81,7 @@ class BatchNorm(keras.layers.Layer):
         gamma_constraint=None,
         **kwargs,
     ):
+        _refuse_unsupported(kwargs)
         super().__init__(**kwargs)
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(f"bnaudit.layers.BatchNorm needs the tensorflow backend, not {keras.backend.backend()}")
@@ -131,6 +164,35 @@ class BatchNorm(keras.layers.Layer):
         else:
             y = train() if flag else infer()
         return tf.cast(y, self.compute_dtype) if y.dtype != self.compute_dtype else y
+
+    def set_weights(self, weights):
+        """Also takes the four arrays of a ``keras.layers.BatchNormalization`` (gamma, beta, moving_mean,
+        moving_variance, as its center/scale give them): ``num_updates`` is then set to the full window,
+        so the trained averages are kept and updated at ``1 - momentum``, not replaced by the next batch."""
+        weights = list(weights)
+        if len(weights) == len(self.weights) - 1:
+            weights.append(np.asarray(full_window(self.momentum), np.float32))
+        super().set_weights(weights)
+
+    @classmethod
+    def from_keras(cls, layer: keras.layers.Layer) -> "BatchNorm":
+        """A built BatchNorm with a Keras BatchNormalization's configuration and trained weights."""
+        config = {key: value for key, value in layer.get_config().items()
+                  if key not in ("synchronized",) or value}
+        axis = config.get("axis", -1)
+        if isinstance(axis, (list, tuple)):
+            if len(axis) != 1:
+                raise ValueError(f"bnaudit.layers.BatchNorm normalizes over one axis, not {axis}")
+            config["axis"] = axis[0]
+        try:
+            shape = layer.input.shape
+        except (AttributeError, ValueError):
+            raise ValueError("convert a BatchNormalization that has been called on an input (its input shape "
+                             "says which axis is which)") from None
+        converted = cls.from_config(config)
+        converted.build(shape)
+        converted.set_weights(layer.get_weights())
+        return converted
 
     def get_config(self):
         config = super().get_config()
