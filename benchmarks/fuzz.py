@@ -302,6 +302,14 @@ def _missed_detections(tally: Tally, clean: Path, base: Path, rng: random.Random
             tally.bad("missed", f"{fault} in {name} of {target.name}: reported {sorted(codes) or 'clean'}")
 
 
+def _progress(tally: Tally, started: float) -> None:
+    """One campaign's counts on stderr as soon as it ends (a long run stopped early keeps them)."""
+    counts = ", ".join(f"{field} {value}" for field, value in tally.counts.items())
+    print(f"{tally.name}: {counts} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    for example in tally.examples:
+        print(f"  {example}", file=sys.stderr, flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=10_000)
@@ -321,11 +329,13 @@ def main() -> int:
         sources = make()
         run_files(tally, sources, args.timeout)
         tallies.append(tally)
-        print(f"{name}: {tally.counts['cases']} cases, {time.monotonic() - started:.0f} s", file=sys.stderr)
+        _progress(tally, started)
     if args.artifacts:
         corrupted, missed = Tally("corrupted artifacts"), Tally("values injected with valid checksums")
         corrupted_artifacts(corrupted, missed, args.artifacts, args.seed, args.timeout)
         tallies += [corrupted, missed]
+        _progress(corrupted, started)
+        _progress(missed, started)
     print("| campaign | " + " | ".join(Tally.FIELDS) + " |")
     print("|---" * (len(Tally.FIELDS) + 1) + "|")
     for tally in tallies:
