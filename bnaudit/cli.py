@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes (default: all cores when there are many files)")
     check.add_argument("--show-settings", action="store_true",
                        help="print the configuration each PATH resolves to (file, select, ignore, exclude) and exit")
+    check.add_argument("--report-unused-suppressions", action="store_true",
+                       help="report suppression comments that suppress nothing (exit 1 when there are any)")
     check.add_argument("--git-tracked", action="store_true",
                        help="walking directories, check only files git tracks or has staged (the pre-commit hook's view)")
     check.add_argument("--no-respect-gitignore", action="store_true",
@@ -224,6 +226,7 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
         cache_dir=None if args.no_cache else default_directory(),
         respect_gitignore=not args.no_respect_gitignore,
         tracked_only=args.git_tracked,
+        report_unused=getattr(args, "report_unused_suppressions", False),
     )
     if rename:
         result.errors = [_renamed(message, rename) for message in result.errors]
@@ -251,8 +254,12 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
                                  color=_color(args))
     if not _emit(text, args):
         return EXIT_ERROR
+    for line in result.unused_suppressions:
+        print(f"bnaudit: warning: {_renamed(line, rename) if rename else line}", file=sys.stderr)
     if result.internal_errors:
         return EXIT_ERROR  # findings may be missing: never a green run
+    if result.unused_suppressions and not args.exit_zero:
+        return EXIT_FINDINGS
     return exit_for(findings, args)
 
 

@@ -401,3 +401,20 @@ def test_facts_cache_is_used_and_invalidated(tmp_path, capsys, monkeypatch):
             entry.write_bytes(b"not a pickle")
     assert run_json(capsys, str(script)) == (0, [])
     assert run_json(capsys, "--no-cache", str(script)) == (0, [])
+
+
+def test_unused_suppressions_are_reported_on_request(tmp_path, capsys):
+    """A comment that suppresses nothing is stale: named with the codes that matched no finding.
+    A bare `# noqa` may serve another tool and is never reported."""
+    write(tmp_path, "train.py", UNRUN.rstrip("\n") + "  # noqa: BN001 BN004\n"
+          "y = 1  # bnaudit: ignore[BN005]\nz = 2  # bnaudit: ignore\nw = 3  # noqa\n"
+          "saver = tf.train.Saver(tf.trainable_variables())  # bnaudit: ignore[saver-omits-moving-stats]\n")
+    assert main(["check", "--no-cache", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["check", "--no-cache", "--report-unused-suppressions", str(tmp_path)]) == 1
+    warnings = [line.split(": ", 2)[2] for line in capsys.readouterr().err.splitlines()]
+    assert [line.split(": unused suppression ")[0].rsplit(":", 1)[1] for line in warnings] == ["4", "5", "6"]
+    assert warnings[0].endswith("'# noqa: BN001 BN004': no BN004 finding on this line")
+    assert warnings[1].endswith("'# bnaudit: ignore[BN005]': no BN005 finding on this line")
+    assert warnings[2].endswith("'# bnaudit: ignore': no finding on this line")
+    assert main(["check", "--no-cache", "--report-unused-suppressions", "--exit-zero", str(tmp_path)]) == 0

@@ -63,6 +63,9 @@ class CheckResult:
     # Errors of bnaudit itself (a file it could not analyze, a rule that failed): the run exits 2.
     internal_errors: list[str] = field(default_factory=list)
     transient: bool = False   # a file ran out of its time budget: this result is not stored for replay
+    report_unused: bool = False
+    # `path:line: ...` for each suppression comment that suppressed nothing (--report-unused-suppressions).
+    unused_suppressions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -186,7 +189,8 @@ def _decode(data: bytes) -> str:
 
 def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: Path | None = None,
             select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0,
-            cache_dir: Path | None = None, respect_gitignore: bool = True, tracked_only: bool = False) -> CheckResult:
+            cache_dir: Path | None = None, respect_gitignore: bool = True, tracked_only: bool = False,
+            report_unused: bool = False) -> CheckResult:
     # Facts are millions of small long-lived objects that hold no cycles: the cyclic collector would
     # rescan them all, over and over, while they load and while the rules run (a third of the time).
     enabled = gc.isenabled()
@@ -197,7 +201,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
         sys.setrecursionlimit(RECURSION_LIMIT)
     try:
         return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir, respect_gitignore,
-                        tracked_only)
+                        tracked_only, report_unused)
     finally:
         if enabled and KEEP_UNTIL_EXIT is None:  # a process about to exit need not collect them
             gc.enable()
@@ -205,13 +209,14 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
 
 def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | None, select: set[str] | None,
              ignore: set[str] | None, jobs: int, cache_dir: Path | None, respect_gitignore: bool,
-             tracked_only: bool) -> CheckResult:
+             tracked_only: bool, report_unused: bool = False) -> CheckResult:
     result = CheckResult()
+    result.report_unused = report_unused
     found = discover(paths, exclude or [], exclude_root, respect_gitignore, tracked_only)
     result.errors.extend(found.errors)
     named = {file_key(p) for p in paths if is_regular(p)}
     store = RunStore(cache_dir, (tuple(str(p.absolute()) for p in paths), tuple(exclude or ()),
-                                 str(exclude_root), os.getcwd())) if cache_dir is not None else None
+                                 str(exclude_root), os.getcwd())) if cache_dir is not None and not report_unused else None
     previous = store.load() if store is not None else None
     known = previous.files if previous is not None else {}
 
@@ -313,6 +318,9 @@ def _finish(result: CheckResult, records: dict[str, FileRecord], data: dict[str,
     first_error = len(result.errors)
     findings = _judge(sorted(wanted), records, content, cache, workers, select, ignore, result)
     texts = {path: _decode(raw) for path in {f.path for f in findings} if (raw := content(path)) is not None}
+    if result.report_unused:
+        every = {path: _decode(raw) for path in wanted if (raw := content(path)) is not None}
+        result.unused_suppressions = unused_suppressions(findings, every)
     findings = [f for f in findings if not _suppressed(f, texts.get(f.path, ""))
                 and not _skipped_file(texts.get(f.path, ""))]
     findings.sort(key=lambda f: (f.path, f.line or 0, f.column or 0, f.code))
@@ -451,6 +459,34 @@ def _selected(selectors: str) -> set[str]:
         except ValueError:
             continue
     return codes
+
+
+def unused_suppressions(findings: list[Finding], texts: dict[str, str]) -> list[str]:
+    """Suppression comments that suppress nothing: a `# bnaudit: ignore` with no finding on its line,
+    or codes in `ignore[...]`/`# noqa:` that no finding on the line has.  A bare `# noqa` serves other
+    tools too and is never reported."""
+    on_line: dict[tuple[str, int], set[str]] = {}
+    for finding in findings:
+        for number in {finding.line, finding.end_line} - {None}:
+            on_line.setdefault((finding.path, number), set()).add(finding.code)
+    out = []
+    for path, text in sorted(texts.items()):
+        if "noqa" not in text and "bnaudit" not in text or _skipped_file(text):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            present = on_line.get((path, number), set())
+            for match in _IGNORE_RE.finditer(line):
+                selectors = match.group("inside") if match.group("inside") is not None else match.group("after")
+                codes = _selected(selectors) if selectors and selectors.strip() else None
+                if (codes is None and not present) or (codes is not None and not codes & present):
+                    out.append(f"{path}:{number}: unused suppression {match.group(0).strip()!r}: "
+                               f"no {'finding' if codes is None else '/'.join(sorted(codes)) + ' finding'} on this line")
+            for match in _NOQA_RE.finditer(line):
+                named = {code.upper() for code in re.split(r"[,\s]+", match.group("codes") or "")} & set(FAULTS)
+                if named - present:
+                    out.append(f"{path}:{number}: unused suppression {match.group(0).strip()!r}: "
+                               f"no {'/'.join(sorted(named - present))} finding on this line")
+    return out
 
 
 def _skipped_file(text: str) -> bool:
