@@ -321,10 +321,13 @@ def main() -> int:
     args = parser.parse_args()
     tallies = []
     started = time.monotonic()
-    for name, make in (("generated programs", lambda: generated_programs(args.programs, args.seed)),
-                       ("mutated fixtures", lambda: mutants(args.mutants, args.seed)),
-                       ("hostile sources", lambda: [(f"hostile{i}.py", (PREFIX + text + "\n").encode())
-                                                    for i, text in enumerate(HOSTILE)])):
+    for name, count, make in (
+            ("generated programs", args.programs, lambda: generated_programs(args.programs, args.seed)),
+            ("mutated fixtures", args.mutants, lambda: mutants(args.mutants, args.seed)),
+            ("hostile sources", len(HOSTILE), lambda: [(f"hostile{i}.py", (PREFIX + text + "\n").encode())
+                                                       for i, text in enumerate(HOSTILE)])):
+        if not count:
+            continue
         tally = Tally(name)
         sources = make()
         run_files(tally, sources, args.timeout)
