@@ -155,3 +155,16 @@ def test_the_tf1_hook_says_bn001_with_the_train_op():
     assert finding["code"] == "BN001" and finding["layer"] == "bn"
     assert "after 100 steps of 'Adam'" in finding["message"]
     assert result["True"] == []
+
+
+def test_a_keras_applications_backbone_is_read_layer_by_layer():
+    """A MobileNetV2 backbone inside a model: every one of its batch norms, under the backbone's name."""
+    backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(backbone(inputs)))
+    names = [name for name, _ in watch.keras_batch_norms(model)]
+    expected = [layer.name for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(names) == len(expected) > 30
+    assert names == [f"{backbone.name}/{name}" for name in expected]
+    found = watch.check(model, step=100)  # never trained: every layer still at its initializer
+    assert {f.code for f in found} == {"BN010"} and len(found) == len(expected)
