@@ -204,3 +204,29 @@ def test_the_two_copies_a_keras_export_saves_must_agree(artifact_path, tmp_path)
     (artifact,) = report["artifacts"]
     (damage,) = artifact["damage"]
     assert "layer 'conv_bn': the two saved copies of its moving_variance differ" in damage, damage
+
+
+def test_a_reader_stuck_in_c_code_is_killed_after_its_budget(monkeypatch):
+    """HDF5 spins for ever in its own C code on some damaged heaps (a fuzzed .h5 did), holding the
+    interpreter.  The reader runs in a child process: here a regular expression that backtracks for
+    ages inside the C regex engine stands in for it."""
+    import re
+    import time
+
+    from bnaudit.graph.isolation import isolated
+    from bnaudit.graph.model import ArtifactError
+
+    monkeypatch.setenv("BNAUDIT_READ_TIMEOUT", "1")
+    start = time.monotonic()
+    with pytest.raises(ArtifactError, match=r"did not finish in 1 s \(BNAUDIT_READ_TIMEOUT\)"):
+        isolated("model.h5", re.match, r"(a*)*b", "a" * 64)
+    assert time.monotonic() - start < 20
+    assert isolated("model.h5", sorted, [3, 1, 2]) == [1, 2, 3]  # a reader that returns, returns
+    with pytest.raises(ArtifactError, match="bad file"):
+        isolated("model.h5", _refuse)
+
+
+def _refuse():
+    from bnaudit.graph.model import ArtifactError
+
+    raise ArtifactError("model.h5", "bad file")

@@ -84,6 +84,7 @@ UNSUPPORTED = {
 def read_artifact(path: str) -> Artifact:
     """Detect the kind from the path and read it; raises ArtifactError for anything unusable."""
     from bnaudit.graph import graphdef, keras_file, savedmodel
+    from bnaudit.graph.isolation import isolated
 
     if os.path.isdir(path):
         if not os.access(path, os.R_OK | os.X_OK):
@@ -126,13 +127,13 @@ def read_artifact(path: str) -> Artifact:
     if unsupported is not None:
         raise ArtifactError(path, f"not a supported artifact: {unsupported} (bnaudit graph reads {EXPECTED})")
     if name.endswith(".keras"):
-        return keras_file.read_keras(path)
+        return isolated(path, keras_file.read_keras, path)
     if name.endswith((".h5", ".hdf5", ".weights.h5")):
-        return keras_file.read_h5(path)
+        return isolated(path, keras_file.read_h5, path)
     if name.endswith((".pb", ".pbtxt")):
         return graphdef.read_graph_def(path)
     if keras_file.looks_like_hdf5(path):
-        return keras_file.read_h5(path)
+        return isolated(path, keras_file.read_h5, path)
     if keras_file.looks_like_zip(path):
-        return keras_file.read_keras(path)
+        return isolated(path, keras_file.read_keras, path)
     raise ArtifactError(path, f"expected {EXPECTED}; the file name and contents match none of them")
