@@ -16,6 +16,7 @@ import tempfile
 from typing import Iterator
 
 from bnaudit.graph.model import ArtifactError
+from bnaudit.graph.protos import short
 
 _URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 # A checkpoint is several files sharing a prefix; naming any one of them means all of them.
@@ -47,15 +48,10 @@ def _copy_tree(gfile, source: str, target: str) -> None:
             _copy_file(gfile, child, os.path.join(target, name))
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "message", "") or exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _unsupported(url: str, exc: Exception) -> ArtifactError:
     name = scheme(url)
     hint = " (s3:// and hdfs:// need `pip install tensorflow-io`)" if name in ("s3", "hdfs") else ""
-    return ArtifactError(url, f"the {name}:// scheme is not supported by this TensorFlow{hint}: {_first_line(exc)}")
+    return ArtifactError(url, f"the {name}:// scheme is not supported by this TensorFlow{hint}: {short(exc)}")
 
 
 @contextlib.contextmanager
@@ -79,7 +75,7 @@ def local_copy(url: str) -> Iterator[tuple[str, str, str]]:
         except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as exc:
             raise _unsupported(url, exc) from None
         except tf.errors.OpError as exc:
-            raise ArtifactError(url, f"cannot be read through tf.io.gfile ({_first_line(exc)})") from None
+            raise ArtifactError(url, f"cannot be read through tf.io.gfile ({short(exc)})") from None
         if not exists:
             raise ArtifactError(url, "no such file or directory")
         local = os.path.join(workdir, name or "artifact")
@@ -94,7 +90,7 @@ def local_copy(url: str) -> Iterator[tuple[str, str, str]]:
             else:
                 _copy_file(gfile, url, local)
         except tf.errors.OpError as exc:
-            raise ArtifactError(url, f"cannot be read through tf.io.gfile ({_first_line(exc)})") from None
+            raise ArtifactError(url, f"cannot be read through tf.io.gfile ({short(exc)})") from None
         yield local, root, url_root
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
