@@ -341,6 +341,9 @@ RESET_DEFAULT_GRAPH = frozenset({"tensorflow.reset_default_graph",
                                  "tensorflow.keras.backend.clear_session", "keras.backend.clear_session",
                                  "tf_keras.backend.clear_session"})
 VARIABLE_SCOPE = frozenset({"tensorflow.variable_scope", "tensorflow.python.ops.variable_scope.variable_scope"})
+# variable_scope(name_or_scope, default_name, values, initializer, regularizer, caching_device,
+# partitioner, custom_getter, reuse, ...)
+VARIABLE_SCOPE_REUSE_INDEX = 8
 NAME_SCOPE = frozenset({"tensorflow.name_scope", "tensorflow.python.framework.ops.name_scope"})
 AUTO_REUSE = frozenset({"tensorflow.AUTO_REUSE", "tensorflow.python.ops.variable_scope.AUTO_REUSE"})
 REUSE_VARIABLES_METHOD = "reuse_variables"

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="walking directories, check only files git tracks or has staged (the pre-commit hook's view)")
     check.add_argument("--no-respect-gitignore", action="store_true",
                        help="also check files that .gitignore or .git/info/exclude ignore when walking directories")
+    check.add_argument("--fix", action="store_true",
+                       help="apply the safe fixes, re-check, and repeat until nothing changes; report what remains")
+    check.add_argument("--unsafe-fixes", action="store_true",
+                       help="with --fix or --diff, also apply the fixes that may change behaviour you rely on")
+    check.add_argument("--diff", action="store_true",
+                       help="print the fixes as a unified diff (suggestions too) and write nothing; "
+                            "exit 1 when there is a diff")
     check.add_argument("--no-cache", action="store_true",
                        help="do not read or write the per-file facts cache ($BNAUDIT_CACHE_DIR, "
                             "default ~/.cache/bnaudit)")
@@ -218,8 +225,7 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
     except (ConfigError, ValueError) as exc:
         _error(str(exc))
         return EXIT_ERROR
-    result = analyze(
-        paths,
+    options = dict(
         exclude=list(config.exclude) + list(args.exclude),
         exclude_root=config.root,
         jobs=args.jobs,
@@ -228,6 +234,9 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
         tracked_only=args.git_tracked,
         report_unused=getattr(args, "report_unused_suppressions", False),
     )
+    if args.fix or args.diff:
+        return _fix_paths(args, paths, options, resolver, rename or {}, replace)
+    result = analyze(paths, **options)
     if rename:
         result.errors = [_renamed(message, rename) for message in result.errors]
         result.internal_errors = [_renamed(message, rename) for message in result.internal_errors]
@@ -261,6 +270,79 @@ def _check_paths(args: argparse.Namespace, rename: dict[str, str] | None = None,
     if result.unused_suppressions and not args.exit_zero:
         return EXIT_FINDINGS
     return exit_for(findings, args)
+
+
+def _fix_paths(args: argparse.Namespace, paths: list[Path], options: dict, resolver: Resolver,
+               rename: dict[str, str], replace) -> int:
+    """``--fix`` and ``--diff``: the fix loop over the program, then the writes (or the diff)."""
+    from bnaudit.source import analyze, fixer
+
+    last: list = []
+
+    def analyze_with(overrides: dict[str, bytes]):
+        result = analyze(paths, **{**options, "cache_dir": None, "report_unused": False}, overrides=overrides)
+        try:
+            result.findings = [f for f in result.findings if _reported(f, resolver, args)]
+        except (ConfigError, ValueError) as exc:
+            raise _Stop(str(exc)) from exc
+        last[:] = [result]
+        return result.findings
+
+    def read(path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+
+    try:
+        run = fixer.fix_loop(analyze_with, read, unsafe=args.unsafe_fixes)
+    except _Stop as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    result = last[0]
+    for message in result.errors + result.internal_errors:
+        _error(_renamed(message, rename))
+    if result.files_checked == 0 and result.errors:
+        return EXIT_ERROR
+    for note in run.notes:
+        print(f"bnaudit: warning: {_renamed(note, rename)}", file=sys.stderr)
+    shown = lambda path: rename.get(path, path)  # noqa: E731
+    if args.diff:
+        parts = [fixer.unified_diff(shown(path), run.originals[path], text) for path, text in run.changed().items()]
+        parts += [fixer.unified_diff(shown(f.path), before, after, f"  ({f.code} suggestion, not applied by --fix)")
+                  for f, before, after in run.suggestions]
+        text = "".join(parts)
+        if not _emit(text.rstrip("\n"), args):
+            return EXIT_ERROR
+        fixable = len(run.fixed)
+        print(f"bnaudit: {fixable} fix{'es' if fixable != 1 else ''} would be applied"
+              + (f", {len(run.suggestions)} suggested" if run.suggestions else ""), file=sys.stderr)
+        if result.internal_errors:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if text else EXIT_CLEAN
+    errors = fixer.write(run)
+    for message in errors:
+        _error(_renamed(message, rename))
+    findings = [replace(f) for f in run.remaining] if replace else run.remaining
+    lines = {rename.get(path, path): lines for path, lines in result.source_lines.items()}
+    if args.format == "json":
+        text = report.check_json(findings)
+    elif args.format in CI_FORMATS:
+        text = _ci_report(args.format, findings, result.files_checked)
+    else:
+        text = report.check_text(findings, result.files_checked, lines, quiet=args.quiet, color=_color(args),
+                                 fixed=len(run.fixed), unsafe=args.unsafe_fixes)
+    if not _emit(text, args):
+        return EXIT_ERROR
+    if args.format != "text":
+        print(f"bnaudit: fixed {len(run.fixed)}, {len(findings)} remaining", file=sys.stderr)
+    if result.internal_errors or errors:
+        return EXIT_ERROR
+    return exit_for(findings, args)
+
+
+class _Stop(Exception):
+    pass
 
 
 def _ci_report(fmt: str, findings, checked: int) -> str:

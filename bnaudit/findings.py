@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bnaudit import faults
+from bnaudit.fixes import Fix
 
 
 @dataclass(frozen=True, order=True)
@@ -27,6 +28,8 @@ class Finding:
     details: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     # Some findings are milder than their fault's default (BN008 when the two layers share variables).
     level: str | None = None
+    # The edits that remove the fault, when a rule can say them (see ``bnaudit.fixes``).
+    autofix: Fix | None = field(default=None, compare=False)
 
     @property
     def fault(self) -> faults.Fault:
@@ -42,7 +45,9 @@ class Finding:
 
     @property
     def fix_hint(self) -> str:
-        return self.fix if self.fix is not None else self.fault.fix
+        if self.fix is not None:
+            return self.fix
+        return self.autofix.title if self.autofix is not None else self.fault.fix
 
     def to_check_json(self) -> dict[str, Any]:
         """The stable JSON shape of ``bnaudit check --format json``."""
@@ -57,6 +62,7 @@ class Finding:
             "end_column": self.end_column,
             "message": self.message,
             "fix": self.fix_hint,
+            "autofix": self.autofix.to_json() if self.autofix is not None else None,
         }
 
     def to_graph_json(self) -> dict[str, Any]:

@@ -30,11 +30,12 @@ _COLORS = {"error": "\033[1;31m", "warning": "\033[1;33m", "path": "\033[1m", "r
 
 
 def check_text(findings: Sequence[Finding], files_checked: int, source_lines: dict[str, list[str]],
-               quiet: bool = False, color: bool = False) -> str:
+               quiet: bool = False, color: bool = False, fixed: int | None = None, unsafe: bool = False) -> str:
     """``path:line:col: CODE [severity] message``, the source line with a caret, the fix, a summary.
 
     ``quiet`` keeps the first line of each finding only; ``color`` marks the location and the code
-    with ANSI colours (a terminal that asked for them).
+    with ANSI colours (a terminal that asked for them).  ``fixed`` is how many findings ``--fix``
+    fixed (the summary then says so); ``unsafe``, whether unsafe fixes were applied.
     """
     def paint(text: str, kind: str) -> str:
         return f"{_COLORS[kind]}{text}{_COLORS['reset']}" if color else text
@@ -55,12 +56,34 @@ def check_text(findings: Sequence[Finding], files_checked: int, source_lines: di
                 width = finding.end_column - col
             out.append(f"    {text}")
             out.append("    " + " " * (col - 1) + "^" * max(1, min(width, len(text) - col + 1)))
-        out.append(f"    fix: {finding.fix_hint}")
+        out.append(f"    fix: {finding.fix_hint}{_how_fixed(finding)}")
     if not quiet:
         paths = {finding.path for finding in findings}
-        out.append(f"{_plural(len(findings), 'finding')} in {_plural(len(paths), 'file')} "
-                   f"({_plural(files_checked, 'file')} checked)")
+        where = f"in {_plural(len(paths), 'file')} ({_plural(files_checked, 'file')} checked)"
+        summary = f"{_plural(len(findings), 'finding')} {where}"
+        if fixed is not None:
+            summary = f"{_plural(fixed, 'finding')} fixed, {len(findings)} remaining {where}"
+        out.append(summary + _fixable(findings, unsafe))
     return "\n".join(out)
+
+
+_HOW = {"safe": " [fixable with --fix]", "unsafe": " [fixable with --fix --unsafe-fixes]",
+        "display-only": " [suggestion: see --diff]"}
+
+
+def _how_fixed(finding: Finding) -> str:
+    return _HOW[str(finding.autofix.applicability)] if finding.autofix is not None else ""
+
+
+def _fixable(findings: Sequence[Finding], unsafe: bool) -> str:
+    """`; 2 fixable with --fix (1 more with --unsafe-fixes)`, as ruff counts them."""
+    safe = sum(1 for f in findings if f.autofix is not None and f.autofix.applies(unsafe))
+    more = sum(1 for f in findings if f.autofix is not None and not f.autofix.applies(unsafe)
+               and f.autofix.applies(True))
+    if not safe and not more:
+        return ""
+    text = f"; {safe} fixable with --fix"
+    return text + (f" ({more} more with --unsafe-fixes)" if more else "")
 
 
 def check_json(findings: Iterable[Finding]) -> str:

@@ -51,7 +51,7 @@ def test_console_script_reports_and_exits_1(tmp_path):
     assert first.startswith(f"{os.path.relpath(script)}:4:12: BN001 [error] ")
     assert "    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))" in proc.stdout
     assert "fix: " in proc.stdout
-    assert proc.stdout.rstrip().endswith("1 finding in 1 file (1 file checked)")
+    assert proc.stdout.rstrip().endswith("1 finding in 1 file (1 file checked); 1 fixable with --fix")
     assert proc.stderr == ""
 
 
@@ -68,7 +68,8 @@ def test_json_shape_is_stable(tmp_path, capsys):
     assert len(data) == 1
     finding = data[0]
     assert list(finding) == ["code", "name", "severity", "path", "line", "column", "end_line", "end_column",
-                             "message", "fix"]
+                             "message", "fix", "autofix"]
+    assert finding["autofix"] == {"title": finding["fix"], "applicability": "safe"}
     assert finding["code"] == "BN001" and finding["name"] == "unrun-update-ops"
     assert finding["severity"] == "error"
     assert (finding["line"], finding["column"], finding["end_line"]) == (4, 12, 4)

@@ -190,7 +190,9 @@ def _decode(data: bytes) -> str:
 def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: Path | None = None,
             select: set[str] | None = None, ignore: set[str] | None = None, jobs: int = 0,
             cache_dir: Path | None = None, respect_gitignore: bool = True, tracked_only: bool = False,
-            report_unused: bool = False) -> CheckResult:
+            report_unused: bool = False, overrides: dict[str, bytes] | None = None) -> CheckResult:
+    """Check the Python files under ``paths``.  ``overrides`` gives some files' content (by displayed
+    path) instead of what is on disk: the fix loop analyzes its fixed text before writing it."""
     # Facts are millions of small long-lived objects that hold no cycles: the cyclic collector would
     # rescan them all, over and over, while they load and while the rules run (a third of the time).
     enabled = gc.isenabled()
@@ -201,7 +203,7 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
         sys.setrecursionlimit(RECURSION_LIMIT)
     try:
         return _analyze(paths, exclude, exclude_root, select, ignore, jobs, cache_dir, respect_gitignore,
-                        tracked_only, report_unused)
+                        tracked_only, report_unused, overrides or {})
     finally:
         if enabled and KEEP_UNTIL_EXIT is None:  # a process about to exit need not collect them
             gc.enable()
@@ -209,8 +211,12 @@ def analyze(paths: list[Path], exclude: list[str] | None = None, exclude_root: P
 
 def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | None, select: set[str] | None,
              ignore: set[str] | None, jobs: int, cache_dir: Path | None, respect_gitignore: bool,
-             tracked_only: bool, report_unused: bool = False) -> CheckResult:
+             tracked_only: bool, report_unused: bool = False, overrides: dict[str, bytes] | None = None
+             ) -> CheckResult:
     result = CheckResult()
+    overrides = overrides or {}
+    if overrides:
+        cache_dir = None   # content that is not on disk is neither cached nor replayed
     result.report_unused = report_unused
     found = discover(paths, exclude or [], exclude_root, respect_gitignore, tracked_only)
     result.errors.extend(found.errors)
@@ -242,6 +248,11 @@ def _analyze(paths: list[Path], exclude: list[str] | None, exclude_root: Path | 
         if named and (status.st_dev, status.st_ino) in named:
             explicit.add(shown)
         module = module_name(file)
+        if shown in overrides:
+            data[shown] = overrides[shown]
+            records[shown] = FileRecord(stat_of(status), module, None)  # type: ignore[arg-type]
+            fresh.append((shown, None))
+            continue
         old = known.get(shown)
         if old is not None and old.stat == stat_of(status) and old.module == module:
             records[shown] = old   # unchanged: not read
@@ -424,7 +435,7 @@ def _place(raw: list[RawFinding], content) -> list[Finding]:
         refs = [f"{path}:{positions.get((path, loc), (0,))[0]}" for path, loc in finding.related]
         message = finding.message.format(*refs) if refs else finding.message
         out.append(Finding(finding.path, line, col, finding.code, message, end_line, end_col, finding.fix,
-                           level=finding.severity))
+                           level=finding.severity, autofix=finding.autofix))
     return out
 
 

@@ -461,8 +461,8 @@ def graph_context(program: Program, site: Site) -> tuple[str, int] | None:
 
 def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) -> Located | None:
     value = call.kwarg("reuse")
-    if value is None and len(call.args) > 8:
-        value = call.args[8]
+    if value is None and len(call.args) > catalogue.VARIABLE_SCOPE_REUSE_INDEX:
+        value = call.args[catalogue.VARIABLE_SCOPE_REUSE_INDEX]
     return Located(value, frame) if value is not None else None
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bnaudit import faults
+from bnaudit.fixes import Fix
 from bnaudit.source.facts import ModuleFacts
 from bnaudit.source.program import Program
 
@@ -29,6 +30,7 @@ class RawFinding:
     related: tuple[tuple[str, int], ...] = ()
     fix: str | None = None
     severity: str | None = None
+    autofix: Fix | None = None
 
 
 class Report:
@@ -37,12 +39,13 @@ class Report:
         self._seen: set[tuple[str, str, int]] = set()
 
     def add(self, code: str, module: ModuleFacts, loc: int, message: str,
-            related: tuple[tuple[str, int], ...] = (), fix: str | None = None, severity: str | None = None) -> None:
+            related: tuple[tuple[str, int], ...] = (), fix: str | None = None, severity: str | None = None,
+            autofix: Fix | None = None) -> None:
         key = (code, module.path, loc)
         if key in self._seen:  # one finding per node, however many instantiations reach it
             return
         self._seen.add(key)
-        self.findings.append(RawFinding(code, module.path, loc, message, related, fix, severity))
+        self.findings.append(RawFinding(code, module.path, loc, message, related, fix, severity, autofix))
 
 
 class Rule:

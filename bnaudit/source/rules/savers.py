@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bnaudit import catalogue
+from bnaudit.fixes import TF1, Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.program import Frame, Program
@@ -171,7 +172,17 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
                     restores_only = what == "saver" and saver_only_restores(program, module, call)
                 if restores_only and program.dataflow.trains(site) is not False:
                     continue
-                report.add(self.code, module, call.loc, self._message(what))
+                fix = None
+                if what == "saver":
+                    kinds = variable_kinds(program, values[0], site.frame)
+                    fix = Fix("Save `tf.global_variables()`",
+                              (Edit.argument(call.loc, "var_list", 0, f"{TF1}.global_variables()"),),
+                              # Only trainable variables: the checkpoint gains the moving statistics (and
+                              # the optimizer's slots). Anything more was chosen by hand: keep it a choice.
+                              Applicability.SAFE if kinds == {TRAINABLE} and not isinstance(
+                                  program.deref(values[0], site.frame).value, V.Comprehension)
+                              else Applicability.UNSAFE)
+                report.add(self.code, module, call.loc, self._message(what), autofix=fix)
                 break
 
     @staticmethod

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from bnaudit import catalogue
+from bnaudit.fixes import TF1, Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.executions import path_of
@@ -336,12 +337,26 @@ y = tf.contrib.layers.batch_norm(x, reuse=tf.AUTO_REUSE, scope='bn')
             if use.api.reuse:
                 given = use.args.get(use.api.reuse)
                 if given is not None and self._is_runtime(program, given, fed):
-                    report.add(self.code, use.module, use.call.loc, self._message("this batch norm"))
+                    fix = self._fix(use.call.loc, use.api.reuse, use.api.param_index(use.api.reuse)) \
+                        if use.how == "direct" and use.api.reuse not in use.sources else None
+                    report.add(self.code, use.module, use.call.loc, self._message("this batch norm"), autofix=fix)
             for call, frame, loc in S.variable_scopes(program, use.site):
                 given = S.variable_scope_reuse(program, call, frame)
                 if given is not None and self._is_runtime(program, given, fed):
                     module = frame.module if frame is not None else use.module
-                    report.add(self.code, module, loc, self._message("the variable scope around a batch norm"))
+                    # The scope's call written in the `with` itself is the node after the item.
+                    literal = isinstance(getattr(module.contexts.get(loc), "value", None), V.Call)
+                    fix = self._fix(loc + 1, "reuse", catalogue.VARIABLE_SCOPE_REUSE_INDEX) if literal else None
+                    report.add(self.code, module, loc, self._message("the variable scope around a batch norm"),
+                               autofix=fix)
+
+    @staticmethod
+    def _fix(call: int, keyword: str, index: int | None) -> Fix:
+        # Unsafe: with AUTO_REUSE the first build creates the variables and later builds share them,
+        # which may not be the sharing the fed value was meant to choose.
+        return Fix("Pass `reuse=tf.AUTO_REUSE` (a Python value fixed when the graph is built)",
+                   (Edit.argument(call, keyword, -1 if index is None else index, f"{TF1}.AUTO_REUSE"),),
+                   Applicability.UNSAFE)
 
     @staticmethod
     def _message(what: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bnaudit import catalogue
+from bnaudit.fixes import Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
@@ -271,7 +272,7 @@ def train_step(x, y):
                            f"`{use.api.training}` is not given, so it defaults to False: this batch norm always "
                            f"uses its moving statistics and never updates them, even while the model trains "
                            f"(the loss behaves as if there were no batch norm, and inference uses mean 0, "
-                           f"variance 1)", fix="Pass `training=is_training` (a Python bool or a boolean tensor).")
+                           f"variance 1)", autofix=self._flag_fix(program, use))
         if not any(_is_tape(program, ctx, module) for module in program.modules for ctx in module.contexts.values()):
             return
         for module in program.modules:
@@ -290,6 +291,18 @@ def train_step(x, y):
                     continue
                 self._tape_call(program, report, module, call)
 
+    @staticmethod
+    def _flag_fix(program: Program, use) -> Fix | None:
+        """Pass the function's training flag when it has exactly one; else suggest ``True``."""
+        if use.how != "direct":
+            return None   # the flag belongs to the batch norm, not to the call that builds it here
+        function = use.module.functions.get(use.call.scope)
+        flags = [name for name in (function.params if function else ()) if _is_flag(V.Ref(name, "", 0))]
+        if len(flags) == 1:
+            return Fix(f"Pass `{use.api.training}={flags[0]}`", (Edit.keyword(use.call.loc, use.api.training, flags[0]),))
+        return Fix(f"Pass `{use.api.training}=True` while training (a Python bool or a boolean tensor)",
+                   (Edit.keyword(use.call.loc, use.api.training, "True"),), Applicability.DISPLAY)
+
     def _tape_call(self, program: Program, report: Report, module: ModuleFacts, call: CallFact) -> None:
         for site in program.sites(module, call):
             in_tape = any(
@@ -301,7 +314,10 @@ def train_step(x, y):
                 report.add(self.code, module, call.loc,
                            "a model with batch norm is called inside tf.GradientTape without `training=True`, "
                            "so Keras runs its batch norm in inference mode while it trains",
-                           fix="Call the model as `model(x, training=True)` in the training step.")
+                           autofix=Fix("Call the model with `training=True` in the training step",
+                                       (Edit.argument(call.loc, "training", 1, "True")
+                                        if S.object_call_training(call.value) is not None
+                                        else Edit.keyword(call.loc, "training", "True"),)))
                 return
 
 
@@ -369,6 +385,20 @@ if is_training:
                 f"not allowed', or one branch is baked into the graph")
 
 
+def _inference_flag_fix(call: CallFact, keywords: tuple[str, ...], positional: int = -1) -> Fix | None:
+    """``training=True`` written at this call becomes ``False``.  Unsafe: batch statistics at inference
+    are sometimes deliberate (test-time adaptation, a GAN's sampler)."""
+    for keyword in keywords:
+        given = call.value.kwarg(keyword)
+        if given is None and positional >= 0 and len(call.value.args) > positional and \
+                not any(isinstance(arg, V.Starred) for arg in call.value.args[:positional + 1]):
+            given = call.value.args[positional]
+        if isinstance(given, V.Const) and given.value is True:
+            return Fix(f"Pass `{keyword}=False` on the inference path",
+                       (Edit.argument(call.loc, keyword, positional, "False"),), Applicability.UNSAFE)
+    return None
+
+
 class BatchStatsAtInference(Rule):
     code = "BN011"
     invalid = (
@@ -419,7 +449,8 @@ eval_loss = tf.reduce_sum(eval_logits)
             where = self._inference_execution(program, use, decision, trained, restoring) or self._serving(program, use)
             if where is not None:
                 module, call = where
-                report.add(self.code, module, call.loc, self._message())
+                report.add(self.code, module, call.loc, self._message(),
+                           autofix=_inference_flag_fix(call, (use.api.training,) if use.api.training else ()))
             elif id(use.call.value) not in picked:
                 constant.append(use)
         for layers in copies.values():
@@ -427,11 +458,12 @@ eval_loss = tf.reduce_sum(eval_logits)
         self._evaluation_feeds(program, report, uses)
         self._evaluation_runs(program, report, constant)
         for use_module, call in self._keras_calls(program):
-            report.add(self.code, use_module, call.loc, self._message())
+            report.add(self.code, use_module, call.loc, self._message(),
+                       autofix=_inference_flag_fix(call, ("training",), positional=1))
         for use_module, call, keyword in self._restored_model_in_training_mode(program, restoring):
             report.add(self.code, use_module, call.loc,
                        f"a restored model is built with `{keyword}=True` in an execution that trains nothing: "
-                       f"its batch norm runs with batch statistics")
+                       f"its batch norm runs with batch statistics", autofix=_inference_flag_fix(call, (keyword,)))
         self._learning_phase(program, report)
 
     def _report_copy(self, program: Program, report: Report, layers: list[_CopyLayer]) -> None:

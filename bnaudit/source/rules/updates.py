@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bnaudit import catalogue
+from bnaudit.fixes import TF1, Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
@@ -47,6 +48,18 @@ def collection_of(program: Program, use: BatchNormUse) -> str | None:
     if isinstance(final, V.Const) and isinstance(final.value, str):
         return final.value
     return None
+
+
+def _run_updates_fix(call: CallFact, collections: set[str | None]) -> Fix:
+    """Build the train op under a control dependency on the collections its layers update."""
+    spelled = [f"{TF1}.GraphKeys.UPDATE_OPS" if where == UPDATE_OPS else repr(where)
+               for where in sorted(collections, key=lambda where: (where != UPDATE_OPS, where))]
+    updates = " + ".join(f"{TF1}.get_collection({key})" for key in spelled)
+    title = f"Build the train op under `tf.control_dependencies({updates.replace(TF1, 'tf')})`"
+    # One assignment statement (`train_op = opt.minimize(loss)`) is safe to wrap: the op it builds
+    # now also runs the updates, and nothing else about the statement changes.
+    return Fix(title, (Edit.wrap(call.loc, f"{TF1}.control_dependencies({updates})"),),
+               Applicability.SAFE if call.target is not None else Applicability.DISPLAY)
 
 
 class UnrunUpdateOps(Rule):
@@ -182,7 +195,8 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
                            f"this train op does not run the moving-average updates of batch norm "
                            f"{S.layer_label(program, first)} ({{0}}){more}: {why}, so "
                            f"moving_mean/moving_variance never leave their initial values",
-                           related=((first.module.path, first.call.loc),))
+                           related=((first.module.path, first.call.loc),),
+                           autofix=_run_updates_fix(call, {collection_of(program, use) for use in missed}))
                 return
             early = self._read_too_early(program, site)
             if early is not None and affected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bnaudit import catalogue
+from bnaudit.fixes import Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import ModuleFacts
@@ -159,12 +160,14 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
                 report.add(self.code, use.module, use.call.loc,
                            f"{use.api.decay}={decay} is outside [0, 1]: the moving average diverges and the moving "
                            f"variance can turn negative, so inference divides by the square root of a negative "
-                           f"number (NaN)", fix=f"Use a {use.api.decay} in [0, 1), such as 0.9 or 0.99.")
+                           f"number (NaN)", fix=f"Use a {use.api.decay} in [0, 1), such as 0.9 or 0.99.",
+                           autofix=_default_fix(use, use.api.decay, use.api.decay_default))
             epsilon = S.const_value(program, program.arg(use, use.api.epsilon))
             if _number(epsilon) and epsilon <= 0:
                 report.add(self.code, use.module, use.call.loc,
                            f"{use.api.epsilon}={epsilon} is not positive: a channel with zero variance divides by "
-                           f"zero (Inf/NaN outputs)", fix="Use a small positive epsilon such as 1e-3.")
+                           f"zero (Inf/NaN outputs)", fix="Use a small positive epsilon such as 1e-3.",
+                           autofix=_default_fix(use, use.api.epsilon, use.api.epsilon_default))
 
     def _one_pass(self, program: Program, report: Report, module: ModuleFacts) -> None:
         candidates = [(loc, value) for loc, value in module.subtractions
@@ -212,6 +215,17 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
                 report.add(self.code, module, call.loc,
                            f"moving-average decay {decay.value} is outside [0, 1]: the average diverges and a "
                            f"moving variance can turn negative", fix="Use a decay in [0, 1), such as 0.99.")
+
+
+def _default_fix(use, name: str, default: float | None) -> Fix | None:
+    """The API's default for an argument written at the call.  Display-only: which value the model
+    needs is the author's call, and the default changes what the trained model computes."""
+    if default is None or use.how != "direct" or name in use.sources:
+        return None
+    index = use.api.param_index(name)
+    return Fix(f"Use the default {name}={default!r}",
+               (Edit.argument(use.call.loc, name, -1 if index is None else index, repr(default)),),
+               Applicability.DISPLAY)
 
 
 def _number(value) -> bool:
