@@ -49,11 +49,16 @@ class Report:
 
 
 class Rule:
-    """Subclass with ``code``, ``valid`` and ``invalid`` examples, and ``check``."""
+    """Subclass with ``code``, ``valid`` and ``invalid`` examples, and ``check``.
+
+    ``fixes`` pairs code the rule reports with the code ``--fix --unsafe-fixes`` makes of it (a
+    display-only fix: what ``--diff`` suggests), as Fixit's examples carry their expected result.
+    """
 
     code: ClassVar[str]
     valid: ClassVar[tuple[str, ...]] = ()
     invalid: ClassVar[tuple[str, ...]] = ()
+    fixes: ClassVar[tuple[tuple[str, str], ...]] = ()
     registry: ClassVar[list[type["Rule"]]] = []
 
     def __init_subclass__(cls, **kwargs) -> None:

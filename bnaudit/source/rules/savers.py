@@ -144,6 +144,33 @@ saver = tf.train.Saver([v for v in tf.global_variables() if 'Adam' not in v.name
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.contrib.layers.batch_norm(x, updates_collections=None)
+saver = tf.train.Saver(tf.trainable_variables(), max_to_keep=3)
+""", """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.contrib.layers.batch_norm(x, updates_collections=None)
+saver = tf.train.Saver(tf.global_variables(), max_to_keep=3)
+"""),
+        ("""
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.layers.batch_normalization(x, training=False)
+step = tf.train.get_or_create_global_step()
+saver = tf.train.Saver(var_list=tf.trainable_variables() + [step])
+""", """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.layers.batch_normalization(x, training=False)
+step = tf.train.get_or_create_global_step()
+saver = tf.train.Saver(var_list=tf.global_variables())
+"""),
+    )
+
     def check(self, program: Program, report: Report) -> None:
         uses = [use for use in program.batch_norms if use.api.stateful and use.how != "apply"
                 and not moving_stats_trainable(program, use)]

@@ -331,6 +331,22 @@ y = tf.contrib.layers.batch_norm(x, reuse=tf.AUTO_REUSE, scope='bn')
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow as tf
+reuse = tf.placeholder(tf.bool)
+x = tf.placeholder(tf.float32, [None, 4])
+with tf.variable_scope('net', reuse=reuse):
+    y = tf.contrib.layers.batch_norm(x, scope='bn')
+""", """
+import tensorflow as tf
+reuse = tf.placeholder(tf.bool)
+x = tf.placeholder(tf.float32, [None, 4])
+with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
+    y = tf.contrib.layers.batch_norm(x, scope='bn')
+"""),
+    )
+
     def check(self, program: Program, report: Report) -> None:
         fed = _fed_names(program)
         for use in program.batch_norms:

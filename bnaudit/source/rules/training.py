@@ -259,6 +259,54 @@ def train_step(x, y):
 """,
     )
 
+    fixes = (
+        ("""
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+optimizer = keras.optimizers.Adam()
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mean_squared_error(y, model(x))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+""", """
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+optimizer = keras.optimizers.Adam()
+def train_step(x, y):
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mean_squared_error(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+"""),
+        ("""
+import tensorflow.compat.v1 as tf
+def block(x, is_training):
+    return tf.layers.batch_normalization(
+        tf.layers.dense(x, 4),
+        momentum=0.9,
+    )
+x = tf.placeholder(tf.float32, [None, 4])
+training = tf.placeholder_with_default(False, [])
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(block(x, training)))
+""", """
+import tensorflow.compat.v1 as tf
+def block(x, is_training):
+    return tf.layers.batch_normalization(
+        tf.layers.dense(x, 4),
+        momentum=0.9,
+        training=is_training,
+    )
+x = tf.placeholder(tf.float32, [None, 4])
+training = tf.placeholder_with_default(False, [])
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(block(x, training)))
+"""),
+    )
+
     def check(self, program: Program, report: Report) -> None:
         if not trains(program):
             return
@@ -305,19 +353,22 @@ def train_step(x, y):
 
     def _tape_call(self, program: Program, report: Report, module: ModuleFacts, call: CallFact) -> None:
         for site in program.sites(module, call):
-            in_tape = any(
-                isinstance(v := program.deref(ctx.value, frame).value, V.Call)
-                and program.qualname(v.func, frame) in catalogue.GRADIENT_TAPE
-                for ctx, frame in site.contexts())
-            if in_tape and S.holds_batch_norm(program, call.value.func, site.frame) and \
+            tapes = [ctx for ctx, frame in site.contexts()
+                     if isinstance(v := program.deref(ctx.value, frame).value, V.Call)
+                     and program.qualname(v.func, frame) in catalogue.GRADIENT_TAPE]
+            if tapes and S.holds_batch_norm(program, call.value.func, site.frame) and \
                     not _trains_by_default(program, call.value.func, site.frame):
+                # Written inside the tape's block, the call only ever trains; in a helper the tape
+                # calls (`generate()`), it may also serve sampling or evaluation: then it is a choice.
+                lexical = any(ctx.loc in call.ctx for ctx in tapes)
                 report.add(self.code, module, call.loc,
                            "a model with batch norm is called inside tf.GradientTape without `training=True`, "
                            "so Keras runs its batch norm in inference mode while it trains",
                            autofix=Fix("Call the model with `training=True` in the training step",
                                        (Edit.argument(call.loc, "training", 1, "True")
                                         if S.object_call_training(call.value) is not None
-                                        else Edit.keyword(call.loc, "training", "True"),)))
+                                        else Edit.keyword(call.loc, "training", "True"),),
+                                       Applicability.SAFE if lexical else Applicability.UNSAFE))
                 return
 
 
@@ -426,6 +477,28 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(train_logits))
 eval_logits = model(x, is_training=False)
 eval_loss = tf.reduce_sum(eval_logits)
 """,
+    )
+
+    fixes = (
+        ("""
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+model.compile(optimizer="adam", loss="mse")
+@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+def serve(features):
+    return {"y": model(features, training=True)}
+tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
+""", """
+import keras
+import tensorflow as tf
+model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+model.compile(optimizer="adam", loss="mse")
+@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+def serve(features):
+    return {"y": model(features, training=False)}
+tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
+"""),
     )
 
     def check(self, program: Program, report: Report) -> None:

@@ -117,6 +117,37 @@ train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.layers.batch_normalization(x, training=True)
+# the train op
+train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+""", """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+h = tf.layers.batch_normalization(x, training=True)
+# the train op
+with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+"""),
+        ("""
+import tensorflow as tf
+tf.compat.v1.disable_v2_behavior()
+x = tf.compat.v1.placeholder(tf.float32, [None, 4])
+h = tf.compat.v1.layers.batch_normalization(x, training=True)
+train_op = tf.compat.v1.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+""", """
+import tensorflow as tf
+tf.compat.v1.disable_v2_behavior()
+x = tf.compat.v1.placeholder(tf.float32, [None, 4])
+h = tf.compat.v1.layers.batch_normalization(x, training=True)
+with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
+    train_op = tf.compat.v1.train.AdamOptimizer().minimize(tf.reduce_sum(h))
+"""),
+    )
+
     def check(self, program: Program, report: Report) -> None:
         self._keras_in_graph(program, report)
         uses = [use for use in program.batch_norms if collection_updates(program, use)]

@@ -147,6 +147,18 @@ y = tf.nn.batch_normalization(x, mean, var, None, None, 1e-3)
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.layers.batch_normalization(x, epsilon=0, training=True)
+""", """
+import tensorflow.compat.v1 as tf
+x = tf.placeholder(tf.float32, [None, 4])
+y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
+"""),
+    )
+
     def check(self, program: Program, report: Report) -> None:
         for module in program.modules:
             self._one_pass(program, report, module)
