@@ -320,10 +320,18 @@ def _fix_paths(args: argparse.Namespace, paths: list[Path], options: dict, resol
         if result.internal_errors:
             return EXIT_ERROR
         return EXIT_FINDINGS if text else EXIT_CLEAN
+    stdin = getattr(args, "stdin_file", None)
     errors = fixer.write(run)
     for message in errors:
         _error(_renamed(message, rename))
     findings = [replace(f) for f in run.remaining] if replace else run.remaining
+    stream = sys.stdout
+    if stdin is not None:
+        # As ruff does: the fixed source on standard output, the report on standard error.
+        sys.stdout.flush()
+        sys.stdout.buffer.write(stdin[0].read_bytes())
+        sys.stdout.flush()
+        stream = sys.stderr
     lines = {rename.get(path, path): lines for path, lines in result.source_lines.items()}
     if args.format == "json":
         text = report.check_json(findings)
@@ -332,7 +340,7 @@ def _fix_paths(args: argparse.Namespace, paths: list[Path], options: dict, resol
     else:
         text = report.check_text(findings, result.files_checked, lines, quiet=args.quiet, color=_color(args),
                                  fixed=len(run.fixed), unsafe=args.unsafe_fixes)
-    if not _emit(text, args):
+    if not _emit(text, args, stream):
         return EXIT_ERROR
     if args.format != "text":
         print(f"bnaudit: fixed {len(run.fixed)}, {len(findings)} remaining", file=sys.stderr)
@@ -370,11 +378,12 @@ def _color(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def _emit(text: str, args: argparse.Namespace) -> bool:
-    """The report on standard output, or in --output-file (False, with one error line, if it cannot be written)."""
+def _emit(text: str, args: argparse.Namespace, stream=None) -> bool:
+    """The report on standard output (or ``stream``), or in --output-file (False, with one error line,
+    if it cannot be written)."""
     if args.output_file is None:
         if text:
-            print(text)
+            print(text, file=stream or sys.stdout)
         return True
     try:
         args.output_file.write_text(text + ("\n" if text else ""), encoding="utf-8")
