@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(graph, formats=("text", "json", "json-report", *CI_FORMATS))
 
     rules = commands.add_parser("rules", help="list the fault catalogue")
-    rules.add_argument("--format", choices=("text", "json"), default="text")
+    rules.add_argument("--format", choices=("text", "json", "markdown"), default="text")
 
     explain = commands.add_parser("explain", help="print a rule's document")
     explain.add_argument("rule", metavar="CODE", help="a code such as BN001, or a name such as unrun-update-ops")
@@ -420,6 +420,8 @@ def _run_rules(args: argparse.Namespace) -> int:
              "summary": f.summary, "fix": f.fix}
             for f in faults.FAULTS.values()
         ], indent=2))
+    elif args.format == "markdown":
+        print(report.rules_markdown())
     else:
         print(report.rules_table())
     return EXIT_CLEAN

@@ -2,8 +2,9 @@
 
 Both halves of bnaudit (the source analyzer and the graph inspector) report
 under these codes, so a user reads one explanation whatever found the fault.
-The long-form text lives in ``rules/BNxxx-name.md``; a test keeps the front
-matter of those documents and this table in agreement.
+Each fault is one document, ``rules/BNxxx-name.md``: its front matter is the fault's
+code, name, severity, detectors, summary and fix title, loaded here, and its sections are
+what ``bnaudit explain`` prints.  Adding a fault starts with adding its document.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from importlib import resources
 ERROR = "error"
 WARNING = "warning"
 
-SOURCE = "source"
-GRAPH = "graph"
+SOURCE = "source"     # a rule of the static analyzer (bnaudit.source.rules)
+GRAPH = "graph"       # a check of the artifact inspector (bnaudit.graph.checks)
+PARSER = "parser"     # the static analyzer's reading of the file itself
 
 
 @dataclass(frozen=True)
@@ -33,81 +35,45 @@ class Fault:
         return f"{self.code}-{self.name}.md"
 
 
-_FAULTS = (
-    Fault(
-        "BN000", "parse-error", ERROR, (SOURCE,),
-        "The file could not be parsed as Python 3, so nothing in it was checked.",
-        "Fix the syntax error (or port the file to Python 3) so the file can be analyzed.",
-    ),
-    Fault(
-        "BN001", "unrun-update-ops", ERROR, (SOURCE, GRAPH),
-        "Moving-average updates sit in the UPDATE_OPS collection and the train op never runs them.",
-        "Build the train op under `tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS))`, "
-        "or use `bnaudit.layers.batch_norm`, which updates in place.",
-    ),
-    Fault(
-        "BN002", "duplicated-scope", ERROR, (SOURCE, GRAPH),
-        "One batch-norm layer is built twice with separate variables, or reuses variables that do not exist.",
-        "Build the layer once per scope and share it with `reuse=True`/`tf.AUTO_REUSE` on later calls, "
-        "or use `bnaudit.layers.batch_norm`, which shares by name.",
-    ),
-    Fault(
-        "BN003", "tensor-valued-reuse", ERROR, (SOURCE,),
-        "`reuse` is given a tensor; it must be a Python bool, None or tf.AUTO_REUSE fixed when the graph is built.",
-        "Pass `reuse=True`/`False`/`None`/`tf.AUTO_REUSE` as a Python value; switch train/eval with the "
-        "training flag, not with reuse.",
-    ),
-    Fault(
-        "BN004", "saver-omits-moving-stats", ERROR, (SOURCE, GRAPH),
-        "The saver's variable list holds only trainable variables, so moving_mean/moving_variance are never saved.",
-        "Save `tf.global_variables()` (or `trainable + tf.model_variables()`), or model.variables in TF2.",
-    ),
-    Fault(
-        "BN005", "negative-variance", ERROR, (SOURCE, GRAPH),
-        "A variance can become negative (one-pass E[x^2]-E[x]^2, bad decay or epsilon), and normalization yields NaN.",
-        "Compute variance with `tf.nn.moments` (two-pass) or clamp with `tf.maximum(var, 0.)`; keep decay in "
-        "[0, 1] and epsilon > 0.",
-    ),
-    Fault(
-        "BN006", "training-flag-unset", ERROR, (SOURCE,),
-        "The layer runs in inference mode during training: batch statistics are never used or accumulated.",
-        "Pass `training=True` while training (a Python bool or a boolean tensor), or use `bnaudit.layers`, "
-        "whose functional API requires the flag.",
-    ),
-    Fault(
-        "BN007", "python-bool-on-tensor", ERROR, (SOURCE,),
-        "A Python `if`/`not`/`and`/`bool()` is applied to a tensor-valued training flag.",
-        "Pass the flag tensor straight to the layer's `training`/`is_training` argument, or use `tf.cond`.",
-    ),
-    Fault(
-        "BN008", "cond-duplicated-bn", ERROR, (SOURCE,),
-        "`tf.cond` selects between two batch-norm layers instead of passing the flag to one layer.",
-        "Build one layer and pass the boolean tensor as its `is_training`/`training` argument.",
-    ),
-    Fault(
-        "BN009", "slow-moving-average", WARNING, (SOURCE, GRAPH),
-        "The moving-average decay is too close to 1 for the number of training steps.",
-        "Lower the decay/momentum (e.g. 0.9) so that d**steps is small, or use `bnaudit.layers`, whose "
-        "averages are bias-corrected.",
-    ),
-    Fault(
-        "BN010", "stale-moving-stats", ERROR, (GRAPH,),
-        "Training ran but the moving statistics are still at their initializer (mean 0, variance 1).",
-        "Make sure the moving-average updates run during training (see BN001/BN006), then retrain.",
-    ),
-    Fault(
-        "BN011", "batch-stats-at-inference", WARNING, (SOURCE, GRAPH),
-        "An evaluation, serving or export path normalizes with batch statistics instead of the moving averages.",
-        "Build the inference path with `is_training=False`/`training=False`; silence with "
-        "`# bnaudit: ignore[BN011]` if batch statistics are deliberate.",
-    ),
-    Fault(
-        "BN012", "nonfinite-bn-params", ERROR, (GRAPH,),
-        "gamma, beta or a moving statistic holds NaN or Inf.",
-        "Find the step that diverged (lower the learning rate, clip gradients), restore an earlier checkpoint "
-        "and retrain.",
-    ),
-)
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
+_KEYS = ("code", "name", "severity", "detected-by", "summary", "fix")
+
+
+def parse_front_matter(text: str, where: str = "document") -> dict[str, str]:
+    """The ``key: value`` lines between the document's opening ``---`` lines."""
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        raise ValueError(f"{where}: a rule document starts with a --- front matter block")
+    meta = {}
+    for line in match.group(1).splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep:
+            raise ValueError(f"{where}: front matter line {line!r} is not `key: value`")
+        meta[key.strip()] = value.strip()
+    return meta
+
+
+def _load() -> tuple[Fault, ...]:
+    """The catalogue, read from the rule documents shipped as ``bnaudit.rules`` (``rules/``)."""
+    loaded = []
+    for entry in resources.files("bnaudit.rules").iterdir():
+        if not (entry.name.startswith("BN") and entry.name.endswith(".md")):
+            continue
+        meta = parse_front_matter(entry.read_text(encoding="utf-8"), entry.name)
+        missing = [key for key in _KEYS if key not in meta]
+        if missing:
+            raise ValueError(f"{entry.name}: front matter lacks {', '.join(missing)}")
+        fault = Fault(meta["code"], meta["name"], meta["severity"],
+                      tuple(part.strip() for part in meta["detected-by"].split(",")), meta["summary"], meta["fix"])
+        if fault.severity not in (ERROR, WARNING) or not set(fault.detected_by) <= {SOURCE, GRAPH, PARSER}:
+            raise ValueError(f"{entry.name}: severity is error or warning; detected-by, source, graph or parser")
+        if entry.name != fault.document_name:
+            raise ValueError(f"{entry.name}: a document is named {fault.document_name} by its front matter")
+        loaded.append(fault)
+    return tuple(sorted(loaded, key=lambda fault: fault.code))
+
+
+_FAULTS = _load()
 
 FAULTS: dict[str, Fault] = {fault.code: fault for fault in _FAULTS}
 _BY_NAME = {fault.name: fault for fault in _FAULTS}

@@ -103,6 +103,19 @@ def rules_table() -> str:
                     tablefmt="simple", maxcolwidths=[None, None, None, None, 70])
 
 
+_COMMANDS = {faults.SOURCE: "check", faults.PARSER: "check", faults.GRAPH: "graph"}
+
+
+def rules_markdown() -> str:
+    """The catalogue as the README's table (``bnaudit rules --format markdown``; a test keeps the
+    README's copy current)."""
+    rows = ["| code | name | severity | what goes wrong | found by |", "| --- | --- | --- | --- | --- |"]
+    for fault in faults.FAULTS.values():
+        found = ", ".join(_COMMANDS[where] for where in fault.detected_by)
+        rows.append(f"| {fault.code} | {fault.name} | {fault.severity} | {fault.summary} | {found} |")
+    return "\n".join(rows)
+
+
 def graph_json_report(artifacts: Sequence[dict], unreadable: Sequence[str] = ()) -> str:
     """``--format json-report``: every artifact with its layers and its findings, and the counts.
 

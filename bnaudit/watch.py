@@ -78,11 +78,11 @@ def keras_artifact(model, step: int | None) -> Artifact:
 
 def judge(artifact: Artifact, total_steps: int | None) -> list[Finding]:
     """BN005, BN012 and BN010 on the state now; BN009 against the planned length of the run."""
-    findings = checks.check_bn005(artifact) + checks.check_bn012(artifact) + checks.check_bn010(artifact, set())
+    findings = [finding for code in ("BN005", "BN012", "BN010") for finding in checks.CHECKS[code](artifact, set())]
     if total_steps:
         step, source = artifact.step, artifact.step_source
         artifact.step, artifact.step_source = int(total_steps), "the planned training steps"
-        findings += checks.check_bn009(artifact)
+        findings += checks.CHECKS["BN009"](artifact, set())
         artifact.step, artifact.step_source = step, source
     return findings
 

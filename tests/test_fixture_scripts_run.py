@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from bnaudit.faults import FAULTS, SOURCE
+
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
 SCRIPTS = sorted(SCRIPTS_DIR.glob("*.py"))
 
@@ -55,7 +57,7 @@ FRAME_RE = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)', re.MULT
 
 WORKERS = 2
 TIMEOUT_S = 300
-SOURCE_CODES = {"BN001", "BN002", "BN003", "BN004", "BN005", "BN006", "BN007", "BN008", "BN009", "BN011"}
+SOURCE_CODES = {code for code, fault in FAULTS.items() if SOURCE in fault.detected_by}
 
 
 def markers(path: Path) -> list[str]:

@@ -12,32 +12,49 @@ from support import check_text, code_blocks
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SECTIONS = ("## What it catches", "## Why it matters", "## Known problems", "## Bad example", "## Good example",
-            "## How to fix")
-
-
-def front_matter(text: str) -> dict[str, str]:
-    match = re.match(r"---\n(.*?)\n---\n", text, re.DOTALL)
-    assert match, "document must start with a --- front matter block"
-    return dict(line.split(": ", 1) for line in match.group(1).splitlines())
+            "## How to fix", "## Fix safety")
+README = RULES_DIR.parent / "README.md"
 
 
 @pytest.mark.parametrize("fault", faults.FAULTS.values(), ids=lambda f: f.code)
-def test_document_matches_catalogue(fault):
+def test_document_is_complete(fault):
     path = RULES_DIR / fault.document_name
     assert path.is_file(), f"missing rule document {path.name}"
     text = path.read_text(encoding="utf-8")
-    meta = front_matter(text)
-    assert meta["code"] == fault.code
-    assert meta["name"] == fault.name
-    assert meta["severity"] == fault.severity
-    assert tuple(part.strip() for part in meta["detected-by"].split(",")) == fault.detected_by
-    for section in SECTIONS:
-        assert section in text, f"{path.name} lacks the section {section!r}"
+    meta = faults.parse_front_matter(text, path.name)   # FAULTS is loaded from these lines
+    assert (meta["code"], meta["name"], meta["severity"]) == (fault.code, fault.name, fault.severity)
+    assert text.splitlines()[len(meta) + 2] == f"# {fault.code} {fault.name}"
+    positions = [text.find(section + "\n") for section in SECTIONS]
+    for section, position in zip(SECTIONS, positions):
+        assert position >= 0, f"{path.name} lacks the section {section!r}"
+    assert positions == sorted(positions), f"{path.name}: sections out of order"
     # The packaged copy (what `bnaudit explain` prints) is this file.
     assert faults.document(fault.code) == text
 
 
-SOURCE_FAULTS = [f for f in faults.FAULTS.values() if faults.SOURCE in f.detected_by]
+def test_catalogue_is_every_document():
+    """Codes are BN000, BN001, ... without gaps, one document each, names unique."""
+    documents = sorted(path.name for path in RULES_DIR.glob("BN*.md"))
+    assert documents == [fault.document_name for fault in faults.FAULTS.values()]
+    assert list(faults.FAULTS) == [f"BN{i:03d}" for i in range(len(faults.FAULTS))]
+    assert len({fault.name for fault in faults.FAULTS.values()}) == len(faults.FAULTS)
+
+
+def test_readme_table_is_generated_from_the_documents():
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"<!-- rules-table:[^\n]*-->\n(.*?)\n<!-- rules-table: end -->", text, re.DOTALL)
+    assert match, "README.md lacks the generated rules table"
+    from bnaudit.report import rules_markdown
+
+    assert match.group(1) == rules_markdown(), "README.md's table is stale: run `bnaudit rules --format markdown`"
+
+
+def test_a_document_without_its_front_matter_is_refused():
+    with pytest.raises(ValueError, match="front matter"):
+        faults.parse_front_matter("# BN013 no front matter\n", "BN013-x.md")
+
+
+SOURCE_FAULTS = [f for f in faults.FAULTS.values() if {faults.SOURCE, faults.PARSER} & set(f.detected_by)]
 
 
 @pytest.mark.parametrize("fault", SOURCE_FAULTS, ids=lambda f: f.code)

@@ -11,9 +11,11 @@ import math
 import re
 from collections import defaultdict, deque
 from itertools import combinations
+from typing import Callable
 
 import numpy as np
 
+from bnaudit import faults
 from bnaudit.findings import Finding
 from bnaudit.graph.model import MEAN, MOVING, PARAMS, ROLES, VARIANCE, Artifact, BNLayer, split_role
 from bnaudit.graph.tfgraph import APPLY_OP_RE, ASSIGN_OPS, Liveness, is_moving_stat
@@ -21,6 +23,19 @@ from bnaudit.graph.tfgraph import APPLY_OP_RE, ASSIGN_OPS, Liveness, is_moving_s
 _LIST_LIMIT = 8
 _DETAIL_LIMIT = 256
 STALE_THRESHOLD = 0.1
+
+
+CHECKS: dict[str, Callable[[Artifact, set[str]], list[Finding]]] = {}
+
+
+def check(code: str):
+    """Register a function as the graph check of fault ``code`` (one per fault, see run_checks)."""
+    def register(function):
+        assert code in faults.FAULTS and faults.GRAPH in faults.FAULTS[code].detected_by, code
+        assert code not in CHECKS, f"two graph checks for {code}"
+        CHECKS[code] = function
+        return function
+    return register
 
 
 def _finding(artifact: Artifact, code: str, layer: str | None, message: str, details: dict,
@@ -75,7 +90,8 @@ def _downstream_of_all(body, starts: list[str]) -> set[str]:
     return common or set()
 
 
-def check_bn001(artifact: Artifact) -> list[Finding]:
+@check("BN001")
+def check_bn001(artifact: Artifact, explained: set[str]) -> list[Finding]:
     training = artifact.training
     if training is None or not training.update_ops:
         return []
@@ -201,6 +217,7 @@ def _named_duplicates(artifact: Artifact) -> list[tuple[BNLayer, BNLayer, dict]]
     return pairs
 
 
+@check("BN002")
 def check_bn002(artifact: Artifact, explained: set[str]) -> list[Finding]:
     pairs = _structural_duplicates(artifact)
     if not pairs and artifact.has_values:
@@ -233,7 +250,8 @@ def check_bn002(artifact: Artifact, explained: set[str]) -> list[Finding]:
 # -- BN004 -----------------------------------------------------------------------------------
 
 
-def check_bn004(artifact: Artifact) -> list[Finding]:
+@check("BN004")
+def check_bn004(artifact: Artifact, explained: set[str]) -> list[Finding]:
     if not artifact.has_values:
         return []
     findings = []
@@ -260,7 +278,8 @@ def check_bn004(artifact: Artifact) -> list[Finding]:
 # -- BN005 / BN012 ---------------------------------------------------------------------------
 
 
-def check_bn005(artifact: Artifact) -> list[Finding]:
+@check("BN005")
+def check_bn005(artifact: Artifact, explained: set[str]) -> list[Finding]:
     findings = []
     for layer in artifact.layers:
         variance = layer.values.get(VARIANCE)
@@ -280,7 +299,8 @@ def check_bn005(artifact: Artifact) -> list[Finding]:
     return findings
 
 
-def check_bn012(artifact: Artifact) -> list[Finding]:
+@check("BN012")
+def check_bn012(artifact: Artifact, explained: set[str]) -> list[Finding]:
     findings = []
     for layer in artifact.layers:
         bad: dict[str, dict] = {}
@@ -305,7 +325,8 @@ def check_bn012(artifact: Artifact) -> list[Finding]:
 # -- BN009 / BN010 ---------------------------------------------------------------------------
 
 
-def check_bn009(artifact: Artifact) -> list[Finding]:
+@check("BN009")
+def check_bn009(artifact: Artifact, explained: set[str]) -> list[Finding]:
     steps = artifact.step
     with_decay = [layer for layer in artifact.layers if layer.decay is not None and not layer.bias_corrected]
     if not with_decay:
@@ -339,6 +360,7 @@ def _moved(layer: BNLayer) -> list[str]:
     return [role for role in PARAMS if layer.at_initializer(role) is False]
 
 
+@check("BN010")
 def check_bn010(artifact: Artifact, explained: set[str]) -> list[Finding]:
     any_moved = [layer.name for layer in artifact.layers if _moved(layer)]
     findings = []
@@ -368,7 +390,8 @@ def check_bn010(artifact: Artifact, explained: set[str]) -> list[Finding]:
 # -- BN011 -----------------------------------------------------------------------------------
 
 
-def check_bn011(artifact: Artifact) -> list[Finding]:
+@check("BN011")
+def check_bn011(artifact: Artifact, explained: set[str]) -> list[Finding]:
     if not artifact.inference:
         return []
     hits: dict[str, dict] = {}
@@ -438,15 +461,11 @@ def check_bn011(artifact: Artifact) -> list[Finding]:
 
 
 def run_checks(artifact: Artifact) -> list[Finding]:
+    """Every registered check, in code order.  ``explained`` collects the layers a finding already
+    accounts for (BN002's duplicate copies, which are never trained), so a later check (BN010)
+    does not report them again."""
     explained: set[str] = set()
     findings = []
-    findings += check_bn001(artifact)
-    findings += check_bn002(artifact, explained)
-    findings += check_bn004(artifact)
-    findings += check_bn005(artifact)
-    findings += check_bn009(artifact)
-    findings += check_bn010(artifact, explained)
-    findings += check_bn011(artifact)
-    findings += check_bn012(artifact)
+    for code in sorted(CHECKS):
+        findings += CHECKS[code](artifact, explained)
     return findings
-

@@ -406,4 +406,3 @@ def write(run: FixRun) -> list[str]:
         except OSError as exc:
             errors.append(f"{path}: not fixed: cannot write it ({exc.strerror or exc})")
     return errors
-

@@ -7,7 +7,9 @@ framework does the parsing, the linking, the positions and the output.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,11 +74,17 @@ class Rule:
 
 
 def load_rules() -> list[type[Rule]]:
-    """Import every rule module (importing a module registers its rules)."""
-    from bnaudit.source.rules import (  # noqa: F401
-        cond, decay, savers, scopes, training, updates, variance,
-    )
+    """Import every module of this package (importing a module registers its rules), in code order."""
+    global _LOADED
+    if not _LOADED:
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+        Rule.registry.sort(key=lambda rule: rule.code)
+        _LOADED = True
     return Rule.registry
+
+
+_LOADED = False
 
 
 def run_all(program: Program, codes: set[str] | None = None,
