@@ -36,25 +36,27 @@ class RawFinding:
 
 
 class Report:
+    """Where a run's findings collect: one finding per code and node, however many instantiations
+    of a function reach it."""
+
     def __init__(self) -> None:
         self.findings: list[RawFinding] = []
         self._seen: set[tuple[str, str, int]] = set()
 
-    def add(self, code: str, module: ModuleFacts, loc: int, message: str,
-            related: tuple[tuple[str, int], ...] = (), fix: str | None = None, severity: str | None = None,
-            autofix: Fix | None = None) -> None:
-        key = (code, module.path, loc)
-        if key in self._seen:  # one finding per node, however many instantiations reach it
-            return
-        self._seen.add(key)
-        self.findings.append(RawFinding(code, module.path, loc, message, related, fix, severity, autofix))
+    def add(self, finding: RawFinding) -> None:
+        key = (finding.code, finding.path, finding.loc)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.findings.append(finding)
 
 
 class Rule:
-    """Subclass with ``code``, ``valid`` and ``invalid`` examples, and ``check``.
+    """Subclass with ``code``, ``valid`` and ``invalid`` examples, and ``check``; report with ``self.report``.
 
     ``fixes`` pairs code the rule reports with the code ``--fix --unsafe-fixes`` makes of it (a
     display-only fix: what ``--diff`` suggests), as Fixit's examples carry their expected result.
+    The message says what is wrong here, in one line; why it matters is the fault's document, and
+    what to do is the fix's title (or the document's ``fix``).
     """
 
     code: ClassVar[str]
@@ -69,7 +71,16 @@ class Rule:
             assert cls.code in faults.FAULTS, cls.code
             Rule.registry.append(cls)
 
-    def check(self, program: Program, report: Report) -> None:
+    def __init__(self, sink: Report) -> None:
+        self._sink = sink
+
+    def report(self, module: ModuleFacts, loc: int, message: str, *, related: tuple[tuple[str, int], ...] = (),
+               fix: str | None = None, severity: str | None = None, autofix: Fix | None = None) -> None:
+        """Report this rule's fault at node ``loc`` of ``module``; ``related`` nodes fill ``{0}``... of
+        the message with their ``path:line``; ``fix`` overrides the action, ``autofix`` gives the edits."""
+        self._sink.add(RawFinding(self.code, module.path, loc, message, related, fix, severity, autofix))
+
+    def check(self, program: Program) -> None:
         raise NotImplementedError
 
 
@@ -95,7 +106,7 @@ def run_all(program: Program, codes: set[str] | None = None,
     for rule in Rule.registry:
         if codes is None or rule.code in codes:
             try:
-                rule().check(program, report)
+                rule(report).check(program)
             except Exception as exc:  # noqa: BLE001 - one broken rule must not hide the others
                 if os.environ.get("BNAUDIT_DEBUG"):
                     raise

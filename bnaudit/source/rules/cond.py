@@ -9,7 +9,7 @@ from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Program
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 INSIDE, OUTSIDE = "inside", "outside"
 
@@ -55,25 +55,23 @@ def batch_norm(x, is_training, decay=0.99):
 """,
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         for cond in cond_layers(program):
             if OUTSIDE in cond.kinds:
-                report.add(self.code, cond.module, cond.call.loc,
-                           "tf.cond picks between two batch-norm layers that are both built outside it, so "
-                           "both run on every step: the moving averages are updated with evaluation data "
-                           "and batch moments are computed at inference",
+                self.report(cond.module, cond.call.loc,
+                           "tf.cond picks between two batch-norm layers built outside it: both run on every step",
                            fix="Build one batch norm and pass the boolean tensor as its "
                                "`is_training`/`training` argument.")
             elif cond.stateless:
                 continue  # math on one set of variables, built once outside the cond: a hand-written layer
             elif cond.shared is not False:
-                report.add(self.code, cond.module, cond.call.loc,
+                self.report(cond.module, cond.call.loc,
                            "tf.cond picks between two batch-norm layers that share variables: correct, but "
                            "the graph holds two layers and duplicated moments",
                            fix="Use one layer and pass the boolean tensor as `is_training`/`training`.",
                            severity=faults.WARNING)
             else:
-                report.add(self.code, cond.module, cond.call.loc,
+                self.report(cond.module, cond.call.loc,
                            "tf.cond picks between two batch-norm layers that do not share variables: the "
                            "evaluation branch normalizes with statistics that are never trained",
                            fix="Use one layer and pass the boolean tensor as `is_training`/`training`.")

@@ -9,7 +9,7 @@ from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import Program
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 RESIDUAL_LIMIT = 0.1
 _STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
@@ -207,7 +207,7 @@ with tf.Session() as sess:
 """,
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         uses = [use for use in program.batch_norms
                 if use.api.stateful and use.api.decay and use.how != "apply" and use.api.family != "bnaudit"]
         averages = list(_hand_written_averages(program))
@@ -227,10 +227,9 @@ with tf.Session() as sess:
                 steps = max(stated)
                 needed = math.ceil(math.log(0.01) / math.log(decay))
                 reported.add((id(module), call.scope))
-                report.add(self.code, module, call.loc,
-                           f"this moving average of batch statistics decays by {decay} over the {steps} training "
-                           f"steps this program runs, leaving {decay ** steps:.2f} of its initial value; it needs "
-                           f"about {needed} steps to get within 1%",
+                self.report(module, call.loc,
+                           f"decay {decay} over the {steps} training steps run leaves {decay ** steps:.2f} of this "
+                           f"moving average's initial value (it needs {needed} steps)",
                            fix="Lower the decay (0.9 needs 44 steps), or use bnaudit.layers, whose moving "
                                "averages are bias-corrected.")
         for use in uses:
@@ -257,9 +256,8 @@ with tf.Session() as sess:
             needed = math.ceil(math.log(0.01) / math.log(decay))
             source = "" if given is not None else f" (the default of {use.api.qualnames[0].rsplit('.', 1)[-1]})"
             module, loc = use.sources.get(use.api.decay, (use.module, use.call.loc))
-            report.add(self.code, module, loc,
-                       f"{use.api.decay}={decay}{source} over the {steps} training steps this program runs leaves "
-                       f"{residual:.2f} of the initializer (mean 0, variance 1) in the moving statistics; they "
-                       f"need about {needed} steps to get within 1%, so inference is off until then",
+            self.report(module, loc,
+                       f"{use.api.decay}={decay}{source} over the {steps} training steps run leaves {residual:.2f} "
+                       f"of the initializer in the moving statistics (they need {needed} steps)",
                        fix=f"Lower {use.api.decay} (0.9 needs {math.ceil(math.log(0.01) / math.log(0.9))} steps), "
                            f"or use bnaudit.layers, whose moving averages are bias-corrected.")

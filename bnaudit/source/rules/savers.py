@@ -9,7 +9,7 @@ from bnaudit.fixes import TF1, Applicability, Edit, Fix
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.program import Frame, Program
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 _BN_NAME_FILTER = re.compile(r"moving|batchnorm|batch_norm|bn\b|/bn|bn/", re.IGNORECASE)
 _ALL_VARIABLES = frozenset({
@@ -171,7 +171,7 @@ saver = tf.train.Saver(var_list=tf.global_variables())
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         uses = [use for use in program.batch_norms if use.api.stateful and use.how != "apply"
                 and not moving_stats_trainable(program, use)]
         if not uses:
@@ -209,7 +209,7 @@ saver = tf.train.Saver(var_list=tf.global_variables())
                               Applicability.SAFE if kinds == {TRAINABLE} and not isinstance(
                                   program.deref(values[0], site.frame).value, V.Comprehension)
                               else Applicability.UNSAFE)
-                report.add(self.code, module, call.loc, self._message(what), autofix=fix)
+                self.report(module, call.loc, self._message(what), autofix=fix)
                 break
 
     @staticmethod

@@ -12,7 +12,7 @@ from bnaudit.source import values as V
 from bnaudit.source.executions import path_of
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Located, Program
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 from bnaudit.source.rules.cond import INSIDE, cond_layers
 
 _SCOPED_FAMILIES = ("contrib/slim", "tf.layers")
@@ -133,7 +133,7 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
 """,
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         layers = []
         for use in program.batch_norms:
             if use.api.family not in _SCOPED_FAMILIES or use.api.kind != catalogue.FUNCTION:
@@ -143,7 +143,7 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
                                  tuple(call.loc for _, call in sites), sites))
             own = use.args.get(use.api.scope) if use.api.scope else None
             if own is not None and S.is_name_scope(program, own.value, own.frame):
-                report.add(self.code, use.module, use.call.loc,
+                self.report(use.module, use.call.loc,
                            "the scope comes from `tf.name_scope(...) as scope`; variables ignore name scopes, "
                            "so this layer's variables are not where the name says and are not shared",
                            fix="Use `tf.variable_scope(...)` (or pass a plain string) as the layer's scope.")
@@ -151,22 +151,22 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
         for cond in cond_layers(program):
             if cond.kinds == [INSIDE, INSIDE] and cond.shared is False and cond.later is not None:
                 module, call = cond.later
-                report.add(self.code, module, call.loc,
+                self.report(module, call.loc,
                            "the two branches of this tf.cond build separate batch-norm variables: the layer "
                            "used for evaluation has its own moving statistics, which training never updates",
                            fix="Build one layer with the flag tensor as `training`/`is_training` (or give the "
                                "second branch the same scope with reuse=True).")
-        self._averages_under_reuse(program, report)
+        self._averages_under_reuse(program)
         # Layers collide only when they are built in one graph of one execution.
         by_entry: dict[tuple, list[_Layer]] = {}
         for layer in layers:
             by_entry.setdefault(path_of(layer.use.site).entry, []).append(layer)
         for group in by_entry.values():
             group.sort(key=lambda layer: layer.order)
-            self._duplicates(program, report, group)
-            self._missing(program, report, group, layers)
+            self._duplicates(program, group)
+            self._missing(program, group, layers)
 
-    def _averages_under_reuse(self, program: Program, report: Report) -> None:
+    def _averages_under_reuse(self, program: Program) -> None:
         """A hand-written batch norm's ``ExponentialMovingAverage.apply([mean, var])`` names its variables
         after the moments' ops, whose name scope (``DIS_1/``) is new on every build, so under
         ``reuse=True`` the variables it asks for never exist."""
@@ -191,14 +191,13 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
                     where, top = site.chain[0]
                     if (id(where), top.loc) not in reported:
                         reported.add((id(where), top.loc))
-                        report.add(self.code, where, top.loc,
-                                   "under `reuse=True`, `ExponentialMovingAverage.apply` on batch moments asks "
-                                   "for averages that do not exist (their names carry this build's name scope): "
-                                   "TF raises 'Variable .../ExponentialMovingAverage/ does not exist'",
+                        self.report(where, top.loc,
+                                   "`ExponentialMovingAverage.apply` under `reuse=True` asks for averages that do not "
+                                   "exist (named by this build's name scope)",
                                fix="Share one batch-norm layer that keeps its moving statistics as variables "
                                    "(`bnaudit.layers.batch_norm`), or build the averages outside the reused scope.")
 
-    def _duplicates(self, program: Program, report: Report, group: list[_Layer]) -> None:
+    def _duplicates(self, program: Program, group: list[_Layer]) -> None:
         for i, later in enumerate(group):
             if later.reuse is not False:
                 continue
@@ -237,7 +236,7 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
                     message = ("the model is built a second time without `reuse=True`: this copy of batch norm "
                                f"{S.layer_label(program, later.use)} gets fresh variables, so evaluation uses "
                                "untrained moving statistics (mean 0, variance 1)")
-                report.add(self.code, module, call.loc, message)
+                self.report(module, call.loc, message)
                 break
 
     @staticmethod
@@ -273,7 +272,7 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
         return flow.feeds_training(earlier.use) is True and flow.feeds_training(later.use) is False and \
             _same_callee_where_paths_part(program, earlier.use, later.use)
 
-    def _missing(self, program: Program, report: Report, group: list[_Layer], everything: list[_Layer]) -> None:
+    def _missing(self, program: Program, group: list[_Layer], everything: list[_Layer]) -> None:
         for layer in group:
             if layer.reuse is not True or layer.scope is None:
                 continue
@@ -282,14 +281,14 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
                     any(S.is_auto_reuse(program, S.variable_scope_reuse(program, c, f))
                         for c, f, _ in S.variable_scopes(program, layer.use.site)):
                 if self._fresh_copy(program, layer, group, everything):
-                    report.add(self.code, layer.use.module, layer.use.call.loc,
+                    self.report(layer.use.module, layer.use.call.loc,
                                f"`tf.AUTO_REUSE` finds no trained layer named `{layer.scope}`: this copy makes "
                                f"variables of its own, which training never updates",
                                fix="Give it the scope (name) of the trained layer, so it reuses that one.")
                 continue
             if any(other.scope == layer.scope and other.reuse is not True for other in everything):
                 continue
-            report.add(self.code, layer.use.module, layer.use.call.loc,
+            self.report(layer.use.module, layer.use.call.loc,
                        f"`reuse=True` but nothing creates batch-norm scope `{layer.scope}` first: TF raises "
                        f"'Variable {layer.scope}/beta does not exist'",
                        fix="Create the layer once with reuse=None (or use tf.AUTO_REUSE), then reuse it.")
@@ -347,7 +346,7 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         fed = _fed_names(program)
         for use in program.batch_norms:
             if use.api.reuse:
@@ -355,7 +354,7 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
                 if given is not None and self._is_runtime(program, given, fed):
                     fix = self._fix(use.call.loc, use.api.reuse, use.api.param_index(use.api.reuse)) \
                         if use.how == "direct" and use.api.reuse not in use.sources else None
-                    report.add(self.code, use.module, use.call.loc, self._message("this batch norm"), autofix=fix)
+                    self.report(use.module, use.call.loc, self._message("this batch norm"), autofix=fix)
             for call, frame, loc in S.variable_scopes(program, use.site):
                 given = S.variable_scope_reuse(program, call, frame)
                 if given is not None and self._is_runtime(program, given, fed):
@@ -363,7 +362,7 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
                     # The scope's call written in the `with` itself is the node after the item.
                     literal = isinstance(getattr(module.contexts.get(loc), "value", None), V.Call)
                     fix = self._fix(loc + 1, "reuse", catalogue.VARIABLE_SCOPE_REUSE_INDEX) if literal else None
-                    report.add(self.code, module, loc, self._message("the variable scope around a batch norm"),
+                    self.report(module, loc, self._message("the variable scope around a batch norm"),
                                autofix=fix)
 
     @staticmethod
@@ -376,9 +375,7 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
 
     @staticmethod
     def _message(what: str) -> str:
-        return (f"`reuse` of {what} is a tensor (placeholder/variable/fed value); it must be a Python "
-                f"True/False/None or tf.AUTO_REUSE fixed when the graph is built, so TF raises 'The reuse "
-                f"parameter must be True or False or None' or silently ignores the fed value")
+        return f"`reuse` of {what} is a tensor: TF rejects it or ignores the fed value"
 
     @staticmethod
     def _is_runtime(program: Program, given: Located, fed: set[tuple[str, str]]) -> bool:

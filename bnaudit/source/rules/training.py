@@ -11,7 +11,7 @@ from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.executions import SitesByEntry
 from bnaudit.source.program import BatchNormUse, Located, Program, Site
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 _WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
 # Names of functions and results on an evaluation path.  Not "inference": TF tutorials name the
@@ -307,7 +307,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         if not trains(program):
             return
         for use in program.batch_norms:
@@ -316,11 +316,9 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             if use.how == "construct" or program.dataflow.feeds_training(use) is False:
                 continue  # (a copy no train op trains is an inference path, where False is right)
             if training_arg(program, use) is None:
-                report.add(self.code, use.module, use.call.loc,
-                           f"`{use.api.training}` is not given, so it defaults to False: this batch norm always "
-                           f"uses its moving statistics and never updates them, even while the model trains "
-                           f"(the loss behaves as if there were no batch norm, and inference uses mean 0, "
-                           f"variance 1)", autofix=self._flag_fix(program, use))
+                self.report(use.module, use.call.loc,
+                           f"`{use.api.training}` is not given: this batch norm runs in inference mode while "
+                           f"the model trains", autofix=self._flag_fix(program, use))
         if not any(_is_tape(program, ctx, module) for module in program.modules for ctx in module.contexts.values()):
             return
         for module in program.modules:
@@ -337,7 +335,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                 if isinstance(lexical, V.Call) and not S.holds_batch_norm(
                         program, call.value.func, program.lexical(module, call.scope)):
                     continue
-                self._tape_call(program, report, module, call)
+                self._tape_call(program, module, call)
 
     @staticmethod
     def _flag_fix(program: Program, use) -> Fix | None:
@@ -351,7 +349,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         return Fix(f"Pass `{use.api.training}=True` while training (a Python bool or a boolean tensor)",
                    (Edit.keyword(use.call.loc, use.api.training, "True"),), Applicability.DISPLAY)
 
-    def _tape_call(self, program: Program, report: Report, module: ModuleFacts, call: CallFact) -> None:
+    def _tape_call(self, program: Program, module: ModuleFacts, call: CallFact) -> None:
         for site in program.sites(module, call):
             tapes = [ctx for ctx, frame in site.contexts()
                      if isinstance(v := program.deref(ctx.value, frame).value, V.Call)
@@ -361,9 +359,9 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                 # Written inside the tape's block, the call only ever trains; in a helper the tape
                 # calls (`generate()`), it may also serve sampling or evaluation: then it is a choice.
                 lexical = any(ctx.loc in call.ctx for ctx in tapes)
-                report.add(self.code, module, call.loc,
-                           "a model with batch norm is called inside tf.GradientTape without `training=True`, "
-                           "so Keras runs its batch norm in inference mode while it trains",
+                self.report(module, call.loc,
+                           "a model with batch norm is called in tf.GradientTape without `training=True`: "
+                           "it trains in inference mode",
                            autofix=Fix("Call the model with `training=True` in the training step",
                                        (Edit.argument(call.loc, "training", 1, "True")
                                         if S.object_call_training(call.value) is not None
@@ -412,7 +410,7 @@ if is_training:
 """,
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         if not program.batch_norms:
             return
         for module in program.modules:
@@ -423,7 +421,7 @@ if is_training:
                     continue
                 for frame in program.frames(module, test.scope):
                     if S.is_graph_tensor(program, test.value, frame):
-                        report.add(self.code, module, test.loc, self._message(test.kind, test.value))
+                        self.report(module, test.loc, self._message(test.kind, test.value))
                         break
 
     @staticmethod
@@ -431,9 +429,7 @@ if is_training:
         name = value.name if isinstance(value, V.Ref) else "this value"
         how = {"if": "`if`", "while": "`while`", "not": "`not`", "and": "`and`", "or": "`or`",
                "ifexp": "a conditional expression", "bool": "`bool()`", "assert": "`assert`"}.get(kind, kind)
-        return (f"{how} asks for the Python truth value of `{name}`, which is a tensor while the graph is built "
-                f"(its value only exists when the graph runs): TF raises 'Using a tf.Tensor as a Python bool is "
-                f"not allowed', or one branch is baked into the graph")
+        return f"{how} asks for the Python truth value of `{name}`, a tensor while the graph is built"
 
 
 def _inference_flag_fix(call: CallFact, keywords: tuple[str, ...], positional: int = -1) -> Fix | None:
@@ -501,7 +497,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         flow = program.dataflow
         uses = [use for use in program.batch_norms if use.how != "construct" and not use.unknown_args
                 and (use.api.kind != catalogue.OP or use.api.training is None)]
@@ -522,39 +518,39 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
             where = self._inference_execution(program, use, decision, trained, restoring) or self._serving(program, use)
             if where is not None:
                 module, call = where
-                report.add(self.code, module, call.loc, self._message(),
+                self.report(module, call.loc, self._message(),
                            autofix=_inference_flag_fix(call, (use.api.training,) if use.api.training else ()))
             elif id(use.call.value) not in picked:
                 constant.append(use)
         for layers in copies.values():
-            self._report_copy(program, report, layers)
-        self._evaluation_feeds(program, report, uses)
-        self._evaluation_runs(program, report, constant)
+            self._report_copy(program, layers)
+        self._evaluation_feeds(program, uses)
+        self._evaluation_runs(program, constant)
         for use_module, call in self._keras_calls(program):
-            report.add(self.code, use_module, call.loc, self._message(),
+            self.report(use_module, call.loc, self._message(),
                        autofix=_inference_flag_fix(call, ("training",), positional=1))
         for use_module, call, keyword in self._restored_model_in_training_mode(program, restoring):
-            report.add(self.code, use_module, call.loc,
+            self.report(use_module, call.loc,
                        f"a restored model is built with `{keyword}=True` in an execution that trains nothing: "
                        f"its batch norm runs with batch statistics", autofix=_inference_flag_fix(call, (keyword,)))
-        self._learning_phase(program, report)
+        self._learning_phase(program)
 
-    def _report_copy(self, program: Program, report: Report, layers: list[_CopyLayer]) -> None:
+    def _report_copy(self, program: Program, layers: list[_CopyLayer]) -> None:
         """One finding per evaluation copy: at the one layer call that drops a ``train=False`` the copy
         asks for (the fix is there), else at the deepest call on the way that all its layers share
         (``self.sampler(z)``, not each of the layers a hand-copied ``sampler()`` repeats)."""
         decisions = {id(decision[1]): decision for _, _, decision in layers}
         if len(decisions) == 1 and any(self._asked_for_inference(program, use) for _, use, _ in layers):
             module, call = next(iter(decisions.values()))
-            report.add(self.code, module, call.loc, self._dropped_flag_message())
+            self.report(module, call.loc, self._dropped_flag_message())
             return
         common = layers[0][0]
         for stretch, _, _ in layers[1:]:
             common = _common_prefix(common, stretch)
         module, call = common[-1]
-        report.add(self.code, module, call.loc, self._message())
+        self.report(module, call.loc, self._message())
 
-    def _evaluation_feeds(self, program: Program, report: Report, uses: list[BatchNormUse]) -> None:
+    def _evaluation_feeds(self, program: Program, uses: list[BatchNormUse]) -> None:
         """Runs that evaluate with batch statistics: a run that trains nothing feeds True to the flag
         the layers read (``feed_dict={..., is_training: True}`` in a validation loop); and layers whose
         flag is the constant True in a program whose runs feed False to a mode flag, which therefore
@@ -596,7 +592,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
                         and not self._training_batch(program, run, training) \
                         and self._fetches_layers(program, run, self._evaluated(program, run,
                                                                                flags[id(placeholder.value)])):
-                    report.add(self.code, run.module, run.call.loc, self._message())
+                    self.report(run.module, run.call.loc, self._message())
         for run, placeholder in fed_false:
             if id(placeholder) in flags or not run.fetches:
                 continue
@@ -604,9 +600,9 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
             for use in uses:
                 decision = batch_statistics_decision(program, use)
                 if decision is not None and site is not None and program.executions.together(site, use.site):
-                    report.add(self.code, decision[0], decision[1].loc, self._message())
+                    self.report(decision[0], decision[1].loc, self._message())
 
-    def _evaluation_runs(self, program: Program, report: Report, constant: list[BatchNormUse]) -> None:
+    def _evaluation_runs(self, program: Program, constant: list[BatchNormUse]) -> None:
         """A run of the training graph that never happens with a training run (`--mode test` running
         the graph that `--mode train` trains, a `test()` beside `train()`), or one apart from the
         training step that feeds other data (the test set every N steps), fetching layers built in
@@ -640,7 +636,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
             if beside:
                 layers = [use for use in layers if program.dataflow.feeds_training(use) is True]
             if layers and self._fetches_layers(program, run, layers):
-                report.add(self.code, run.module, run.call.loc, self._message())
+                self.report(run.module, run.call.loc, self._message())
 
     @staticmethod
     def _apart_from_training(run, training: list) -> bool:
@@ -849,17 +845,16 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
                         yield module, call, flags[0]
                         break
 
-    def _learning_phase(self, program: Program, report: Report) -> None:
+    def _learning_phase(self, program: Program) -> None:
         for module, call in program.calls_to(catalogue.SET_LEARNING_PHASE):
             frame = program.lexical(module, "")
             if not call.value.args or \
                     program.deref(call.value.args[0], frame).value not in (V.Const(1), V.Const(True)):
                 continue
             if any(other.loc > call.loc and self._exports(program, module, other) for other in module.calls):
-                report.add(self.code, module, call.loc,
-                           "the learning phase is set to 1 (training) before the model is exported: the "
-                           "exported graph normalizes with batch statistics; if this is deliberate, silence "
-                           "it with `# bnaudit: ignore[BN011]`",
+                self.report(module, call.loc,
+                           "the learning phase is set to 1 (training) before the model is exported: the export "
+                           "normalizes with batch statistics",
                            fix="Call `set_learning_phase(0)` (or drop it) before building the model you export.")
 
     @staticmethod

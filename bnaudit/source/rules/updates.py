@@ -8,7 +8,7 @@ from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Program, Site
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 
 def collection_updates(program: Program, use: BatchNormUse) -> bool | None:
@@ -148,17 +148,17 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
-        self._keras_in_graph(program, report)
+    def check(self, program: Program) -> None:
+        self._keras_in_graph(program)
         uses = [use for use in program.batch_norms if collection_updates(program, use)]
         if not uses:
             return
         for module in program.modules:
             for call in module.calls:
                 if isinstance(call.value.func, V.Attr) and call.value.func.attr in catalogue.TRAIN_OP_METHODS:
-                    self._judge(program, report, module, call, uses)
+                    self._judge(program, module, call, uses)
 
-    def _keras_in_graph(self, program: Program, report: Report) -> None:
+    def _keras_in_graph(self, program: Program) -> None:
         """A Keras model or layer with batch norm, called in training mode in a TF1 graph (sessions,
         placeholders, an Estimator's model_fn) and trained by a plain train op: Keras keeps the
         moving-average updates in ``model.updates``, never in UPDATE_OPS, so nothing runs them."""
@@ -192,16 +192,15 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
             strings, _ = flow.reached(site)
             for layer_site in near:
                 if S.feeds_from(strings, layer_site.chain):
-                    report.add(self.code, site.module, site.call.loc,
-                               "this train op does not run the moving-average updates of the Keras batch norm "
-                               "in the model called at {0}: in a TF1 graph Keras keeps them in "
-                               "`model.updates`, not in UPDATE_OPS",
+                    self.report(site.module, site.call.loc,
+                               "this train op does not run the Keras batch norm's updates (model called at {0}): "
+                               "they are in `model.updates`, not UPDATE_OPS",
                                related=((layer_site.module.path, layer_site.call.loc),),
                                fix="Build the train op under `tf.control_dependencies(model.updates)` (or "
                                    "train with `model.fit`), or use `bnaudit.layers.batch_norm`.")
                     break
 
-    def _judge(self, program: Program, report: Report, module: ModuleFacts, call: CallFact,
+    def _judge(self, program: Program, module: ModuleFacts, call: CallFact,
                uses: list[BatchNormUse]) -> None:
         for site in program.sites(module, call):
             # Only layers that may be in this train op's graph: the same execution, or one that may
@@ -220,21 +219,18 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
                 where = collection_of(program, first)
                 place = "tf.GraphKeys.UPDATE_OPS" if where == UPDATE_OPS else f"the collection {where!r}"
                 why = (f"they wait in {place}" if not _loss_joined(program, site) else
-                       "they are joined to the loss with with_dependencies/tf.group, but only the train op runs "
-                       "and gradients never evaluate the loss tensor itself")
-                report.add(self.code, module, call.loc,
+                       "they are joined to a loss tensor that nothing evaluates")
+                self.report(module, call.loc,
                            f"this train op does not run the moving-average updates of batch norm "
-                           f"{S.layer_label(program, first)} ({{0}}){more}: {why}, so "
-                           f"moving_mean/moving_variance never leave their initial values",
+                           f"{S.layer_label(program, first)} ({{0}}){more}: {why}",
                            related=((first.module.path, first.call.loc),),
                            autofix=_run_updates_fix(call, {collection_of(program, use) for use in missed}))
                 return
             early = self._read_too_early(program, site)
             if early is not None and affected:
-                report.add(self.code, module, call.loc,
-                           f"the UPDATE_OPS collection this train op depends on is read at {{0}}, before any "
-                           f"batch-norm layer is built, so it is empty and the moving averages of "
-                           f"{S.layer_label(program, affected[0])} are never updated",
+                self.report(module, call.loc,
+                           f"this train op depends on UPDATE_OPS read at {{0}}, before batch norm "
+                           f"{S.layer_label(program, affected[0])} is built: the collection was empty",
                            related=((early[0].path, early[1]),),
                            fix="Call tf.get_collection(tf.GraphKeys.UPDATE_OPS) after the model is built, right "
                                "before creating the train op.")

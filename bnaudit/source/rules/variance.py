@@ -8,7 +8,7 @@ from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import ModuleFacts
 from bnaudit.source.program import Frame, Program
-from bnaudit.source.rules import Report, Rule
+from bnaudit.source.rules import Rule
 
 
 def _square_of(program: Program, value: V.Value, frame: Frame | None) -> V.Value | None:
@@ -159,29 +159,27 @@ y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
 """),
     )
 
-    def check(self, program: Program, report: Report) -> None:
+    def check(self, program: Program) -> None:
         for module in program.modules:
-            self._one_pass(program, report, module)
-            self._unshifted_moments(program, report, module)
-            self._hand_written_decay(program, report, module)
+            self._one_pass(program, module)
+            self._unshifted_moments(program, module)
+            self._hand_written_decay(program, module)
         for use in program.batch_norms:
             if use.how == "apply":
                 continue
             decay = S.const_value(program, program.arg(use, use.api.decay))
             if _number(decay) and not 0.0 <= decay <= 1.0:
-                report.add(self.code, use.module, use.call.loc,
-                           f"{use.api.decay}={decay} is outside [0, 1]: the moving average diverges and the moving "
-                           f"variance can turn negative, so inference divides by the square root of a negative "
-                           f"number (NaN)", fix=f"Use a {use.api.decay} in [0, 1), such as 0.9 or 0.99.",
+                self.report(use.module, use.call.loc,
+                           f"{use.api.decay}={decay} is outside [0, 1]: the moving variance can turn negative", fix=f"Use a {use.api.decay} in [0, 1), such as 0.9 or 0.99.",
                            autofix=_default_fix(use, use.api.decay, use.api.decay_default))
             epsilon = S.const_value(program, program.arg(use, use.api.epsilon))
             if _number(epsilon) and epsilon <= 0:
-                report.add(self.code, use.module, use.call.loc,
+                self.report(use.module, use.call.loc,
                            f"{use.api.epsilon}={epsilon} is not positive: a channel with zero variance divides by "
                            f"zero (Inf/NaN outputs)", fix="Use a small positive epsilon such as 1e-3.",
                            autofix=_default_fix(use, use.api.epsilon, use.api.epsilon_default))
 
-    def _one_pass(self, program: Program, report: Report, module: ModuleFacts) -> None:
+    def _one_pass(self, program: Program, module: ModuleFacts) -> None:
         candidates = [(loc, value) for loc, value in module.subtractions
                       if isinstance(value, V.BinOp) and value.op == "-"]
         if not candidates:
@@ -196,13 +194,11 @@ y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
             if not any(is_one_pass_variance(program, value, frame) for frame in frames):
                 continue
             if any(_feeds(program, arg, cframe, value) for _, cframe, args in consumers for arg in args):
-                report.add(self.code, module, loc,
-                           "one-pass variance E[x^2] - E[x]^2 cancels catastrophically in float32 when the mean is "
-                           "large and goes negative; it feeds a batch norm or moving variance unclamped, so "
-                           "rsqrt(variance + epsilon) becomes NaN",
+                self.report(module, loc,
+                           "one-pass variance E[x^2] - E[x]^2 feeds a batch norm unclamped: it can go negative",
                            fix="Use tf.nn.moments (two-pass) or clamp: tf.maximum(variance, 0.).")
 
-    def _unshifted_moments(self, program: Program, report: Report, module: ModuleFacts) -> None:
+    def _unshifted_moments(self, program: Program, module: ModuleFacts) -> None:
         """``tf.nn.normalize_moments(counts, mean_ss, variance_ss, shift=None)``: TF's own one-pass
         variance, from the sums of x and x^2 that ``tf.nn.sufficient_statistics`` returns unshifted."""
         for _, call in program.calls_to(catalogue.ONE_PASS_MOMENTS, module):
@@ -211,20 +207,19 @@ y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
             shift = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
             if shift is None or isinstance(program.deref(shift, frame).value, V.Const) and \
                     program.deref(shift, frame).value.value is None:
-                report.add(self.code, module, call.loc,
-                           "normalize_moments without a shift computes the variance in one pass, "
-                           "E[x^2] - E[x]^2, which cancels catastrophically in float32 and can go negative",
+                self.report(module, call.loc,
+                           "normalize_moments without a shift computes a one-pass variance, which can go negative",
                            fix="Use tf.nn.moments (two-pass), or pass the shift (a mean estimate) to both "
                                "sufficient_statistics and normalize_moments, and clamp at 0.")
 
-    def _hand_written_decay(self, program: Program, report: Report, module: ModuleFacts) -> None:
+    def _hand_written_decay(self, program: Program, module: ModuleFacts) -> None:
         for _, call in program.calls_to(catalogue.MOVING_AVERAGE_DECAY, module):
             frame = program.lexical(module, call.scope)
             index, keyword = catalogue.MOVING_AVERAGE_DECAY[program.qualname(call.value.func, frame)]
             given = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
             decay = program.deref(given, frame).value if given is not None else None
             if isinstance(decay, V.Const) and _number(decay.value) and not 0.0 <= decay.value <= 1.0:
-                report.add(self.code, module, call.loc,
+                self.report(module, call.loc,
                            f"moving-average decay {decay.value} is outside [0, 1]: the average diverges and a "
                            f"moving variance can turn negative", fix="Use a decay in [0, 1), such as 0.99.")
 
