@@ -8,7 +8,10 @@ an entry here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from bnaudit import signatures
 
 # What kind of thing a qualified name is.
 FUNCTION = "function"  # builds variables and normalizes in one call (contrib, tf.layers functional)
@@ -55,6 +58,9 @@ class BatchNormAPI:
     model_variables: bool = False
     # The argument that names the collections the variables are added to.
     variables_collections: str | None = None
+    # An object of the pinned versions whose signature ``params`` (and the call's, for a layer)
+    # must match: tests/test_signatures.py.  None for APIs gone from them (contrib) or not installed.
+    reference: str | None = None
 
     def param_index(self, name: str) -> int | None:
         try:
@@ -112,6 +118,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         training="training", training_default=False,
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
         reuse="reuse", scope="name", default_scope="batch_normalization", updates=COLLECTION,
+        reference="tensorflow.compat.v1.layers.batch_normalization",
     ),
     BatchNormAPI(
         key="tf.layers.BatchNormalization", family="tf.layers", kind=LAYER,
@@ -123,7 +130,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=_KERAS_PARAMS,
         training="training", training_default=False, training_at_call=True, call_params=("inputs", "training"),
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        scope="name", updates=COLLECTION,
+        scope="name", updates=COLLECTION, reference="tensorflow.compat.v1.layers.BatchNormalization",
     ),
     BatchNormAPI(
         key="keras.BatchNormalization", family="keras", kind=LAYER,
@@ -142,7 +149,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=_KERAS_PARAMS,
         training="training", training_default=None, training_at_call=True, call_params=("inputs", "training"),
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        scope="name", updates=FRAMEWORK,
+        scope="name", updates=FRAMEWORK, reference="keras.layers.BatchNormalization",
     ),
     BatchNormAPI(
         key="tensorpack.BatchNorm", family="tensorpack", kind=FUNCTION,
@@ -158,7 +165,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=("inputs", "training", "axis", "momentum", "epsilon", "center", "scale"),
         training="training", training_required=True,
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        scope="name", updates=INPLACE, model_variables=True,
+        scope="name", updates=INPLACE, model_variables=True, reference="bnaudit.layers.batch_norm",
     ),
     BatchNormAPI(
         key="bnaudit.BatchNorm", family="bnaudit", kind=LAYER,
@@ -166,13 +173,21 @@ APIS: tuple[BatchNormAPI, ...] = (
         params=("axis", "momentum", "epsilon", "center", "scale"),
         training="training", training_default=None, training_at_call=True, call_params=("inputs", "training"),
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
-        scope="name", updates=FRAMEWORK,
+        scope="name", updates=FRAMEWORK, reference="bnaudit.layers.BatchNorm",
     ),
     BatchNormAPI(
         key="tf.nn.batch_normalization", family="tf.nn", kind=OP, stateful=False,
-        qualnames=("tensorflow.nn.batch_normalization", "keras.ops.batch_normalization"),
+        qualnames=("tensorflow.nn.batch_normalization",),
         params=("x", "mean", "variance", "offset", "scale", "variance_epsilon"),
-        epsilon="variance_epsilon",
+        epsilon="variance_epsilon", reference="tensorflow.nn.batch_normalization",
+    ),
+    BatchNormAPI(
+        # Keras 3's op takes the axis before offset and scale, and `epsilon` (default 1e-3).
+        key="keras.ops.batch_normalization", family="keras", kind=OP, stateful=False,
+        qualnames=("keras.ops.batch_normalization", "keras.ops.nn.batch_normalization",
+                   "keras.src.ops.nn.batch_normalization"),
+        params=("x", "mean", "variance", "axis", "offset", "scale", "epsilon"),
+        epsilon="epsilon", epsilon_default=0.001, reference="keras.ops.batch_normalization",
     ),
     BatchNormAPI(
         # The TF 0.x op (``t, m, v, beta, gamma``), kept in ``tf.compat.v1.nn``; positions as above.
@@ -186,6 +201,7 @@ APIS: tuple[BatchNormAPI, ...] = (
         qualnames=("tensorflow.nn.fused_batch_norm",),
         params=("x", "scale", "offset", "mean", "variance", "epsilon", "data_format", "is_training"),
         training="is_training", training_default=True, epsilon="epsilon", epsilon_default=0.001,
+        reference="tensorflow.compat.v1.nn.fused_batch_norm",
     ),
 )
 
@@ -280,11 +296,11 @@ SLIM_NORMALIZED_LAYERS = frozenset(
 )
 
 # Hand-written moving averages: (callable, index of the decay argument, its keyword).
-MOVING_AVERAGE_DECAY = {
-    "tensorflow.train.ExponentialMovingAverage": (0, "decay"),
-    "tensorflow.python.training.moving_averages.assign_moving_average": (2, "decay"),
-    "tensorflow.python.training.moving_averages.ExponentialMovingAverage": (0, "decay"),
-    "tensorflow.contrib.framework.assign_moving_average": (2, "decay"),
+MOVING_AVERAGE_DECAY = {   # each takes a `decay`
+    "tensorflow.train.ExponentialMovingAverage": signatures.EXPONENTIAL_MOVING_AVERAGE,
+    "tensorflow.python.training.moving_averages.assign_moving_average": signatures.ASSIGN_MOVING_AVERAGE,
+    "tensorflow.python.training.moving_averages.ExponentialMovingAverage": signatures.EXPONENTIAL_MOVING_AVERAGE,
+    "tensorflow.contrib.framework.assign_moving_average": signatures.ASSIGN_MOVING_AVERAGE,
 }
 EXPONENTIAL_MOVING_AVERAGE = frozenset(
     name for name in MOVING_AVERAGE_DECAY if name.endswith(".ExponentialMovingAverage"))
@@ -297,7 +313,7 @@ SQUARE = frozenset({"tensorflow.square", "tensorflow.math.square", "numpy.square
 # Batch moments: the statistics of the batch being normalized.
 MOMENTS = frozenset({"tensorflow.nn.moments", "tensorflow.nn.weighted_moments"})
 # Moments from sums of x and x^2: (position, keyword) of the shift that makes them two-pass-safe.
-ONE_PASS_MOMENTS = {"tensorflow.nn.normalize_moments": (3, "shift")}
+ONE_PASS_MOMENTS = {"tensorflow.nn.normalize_moments": signatures.NORMALIZE_MOMENTS}   # each takes a `shift`
 ROOTS = frozenset({"tensorflow.sqrt", "tensorflow.math.sqrt", "tensorflow.rsqrt", "tensorflow.math.rsqrt",
                    "numpy.sqrt", "keras.ops.sqrt", "keras.ops.rsqrt"})
 CLAMPS = frozenset({"tensorflow.maximum", "tensorflow.math.maximum", "tensorflow.nn.relu", "tensorflow.abs",
@@ -341,9 +357,6 @@ RESET_DEFAULT_GRAPH = frozenset({"tensorflow.reset_default_graph",
                                  "tensorflow.keras.backend.clear_session", "keras.backend.clear_session",
                                  "tf_keras.backend.clear_session"})
 VARIABLE_SCOPE = frozenset({"tensorflow.variable_scope", "tensorflow.python.ops.variable_scope.variable_scope"})
-# variable_scope(name_or_scope, default_name, values, initializer, regularizer, caching_device,
-# partitioner, custom_getter, reuse, ...)
-VARIABLE_SCOPE_REUSE_INDEX = 8
 NAME_SCOPE = frozenset({"tensorflow.name_scope", "tensorflow.python.framework.ops.name_scope"})
 AUTO_REUSE = frozenset({"tensorflow.AUTO_REUSE", "tensorflow.python.ops.variable_scope.AUTO_REUSE"})
 REUSE_VARIABLES_METHOD = "reuse_variables"
@@ -456,3 +469,31 @@ LENGTH_PRESERVING = frozenset({"builtins.enumerate", "builtins.list", "builtins.
 RANGES = frozenset({"builtins.range", "builtins.xrange", "six.moves.range", "six.moves.xrange", "tqdm.trange",
                     "tqdm.auto.trange"})
 
+
+# ------------------------------------------------------------------ naming conventions
+# The words of the names users give evaluation code, read as evidence where the code itself cannot
+# say which path is which.  One vocabulary; each reading leaves out the words that mislead it.
+_WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def words(name: str | None) -> set[str]:
+    """``evalLoss``, ``eval_loss``, ``self.eval_loss`` -> {"eval", "loss"} (lower case)."""
+    return {word.lower() for word in _WORD_SPLIT.split(name or "") if word}
+
+
+EVALUATION_WORDS = frozenset({"eval", "evaluate", "evaluation", "valid", "validate", "validation", "val", "test",
+                              "dev", "predict", "infer", "inference", "serve", "serving", "export"})
+# Functions called on an evaluation path.  Not "inference": TF tutorials name the model-building
+# function inference() and call it for training too; not "test"/"dev" (test helpers, dev builds).
+EVAL_CALL_WORDS = EVALUATION_WORDS - {"inference", "test", "dev"}
+# Results of an evaluation path (`eval_logits`); not "predict": predictions are what a training
+# step computes too, and verbs do not name results.
+EVAL_RESULT_WORDS = EVALUATION_WORDS - {"evaluate", "validate", "predict", "serve", "dev"}
+# Data held out from training (`mnist.test.images`, `x_val`).
+HELD_OUT_WORDS = frozenset({"test", "val", "valid", "validation", "eval", "dev"})
+# Suffixes of a layer's evaluation copy in an artifact (`bn_eval`, beside the uniquifying `_1`).
+COPY_SUFFIX_WORDS = EVALUATION_WORDS - {"evaluate", "evaluation", "validate", "dev", "serve", "export"}
+# A training flag by its name (`is_training`, `phase_train`, `self.train_mode`, `bn_mode`).
+FLAG_WORDS = frozenset({"train", "training", "phase", "learning", "mode", "istraining", "bn", "test", "eval"})
+# Keyword names that, False, mean inference.
+TRAINING_WORDS = frozenset({"train", "training", "istraining"})

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from bnaudit import faults
+from bnaudit import catalogue, faults
 from bnaudit.findings import Finding
 from bnaudit.graph.model import MEAN, MOVING, PARAMS, ROLES, VARIANCE, Artifact, BNLayer, split_role
 from bnaudit.graph.tfgraph import APPLY_OP_RE, ASSIGN_OPS, Liveness, is_moving_stat
@@ -183,7 +183,7 @@ def _structural_duplicates(artifact: Artifact) -> list[tuple[BNLayer, BNLayer, d
     return pairs
 
 
-_STEM_PART = re.compile(r"(_\d+|_eval|_test|_val|_valid|_validation|_infer|_inference|_predict|_serving)$")
+_STEM_PART = re.compile(r"(_\d+|" + "|".join(f"_{word}" for word in sorted(catalogue.COPY_SUFFIX_WORDS)) + ")$")
 
 
 def _stem(name: str) -> str:

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Callable
 
 from bnaudit import catalogue
+from bnaudit.signatures import GET_COLLECTION, LAYER_CALL, VARIABLE_SCOPE, arg
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Located, Program, Site
@@ -51,7 +52,7 @@ def update_collection(program: Program, value: V.Value, frame: Frame | None) -> 
         return ANY_COLLECTION
     if not isinstance(value, V.Call) or program.qualname(value.func, frame) not in catalogue.GET_COLLECTION:
         return None
-    key_value = value.args[0] if value.args else value.kwarg("key")
+    key_value = arg(value, GET_COLLECTION, "key")
     key = program.deref(key_value, frame).value if key_value is not None else None
     if isinstance(key, V.Dotted) and key.name in catalogue.UPDATE_OPS_KEYS:
         return catalogue.UPDATE_OPS_LITERAL
@@ -140,7 +141,7 @@ def scope_name(program: Program, value: V.Value | None, frame: Frame | None, dep
     if isinstance(final, V.Const) and isinstance(final.value, str):
         return final.value
     if isinstance(final, V.Call) and program.qualname(final.func, located.frame) in catalogue.VARIABLE_SCOPE:
-        inner = final.args[0] if final.args else final.kwarg("name_or_scope")
+        inner = arg(final, VARIABLE_SCOPE, "name_or_scope")
         return scope_name(program, inner, located.frame, depth + 1)
     return None
 
@@ -221,7 +222,7 @@ def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
     when one is unknown or automatic (a ``default_name``, a scope object)."""
     parts: list[str] = []
     for call, frame, _ in variable_scopes(program, use.site):
-        name = scope_name(program, call.args[0] if call.args else call.kwarg("name_or_scope"), frame)
+        name = scope_name(program, arg(call, VARIABLE_SCOPE, "name_or_scope"), frame)
         if name is None:
             return None
         parts.append(name.strip("/"))
@@ -460,19 +461,14 @@ def graph_context(program: Program, site: Site) -> tuple[str, int] | None:
 
 
 def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) -> Located | None:
-    value = call.kwarg("reuse")
-    if value is None and len(call.args) > catalogue.VARIABLE_SCOPE_REUSE_INDEX:
-        value = call.args[catalogue.VARIABLE_SCOPE_REUSE_INDEX]
+    value = arg(call, VARIABLE_SCOPE, "reuse")
     return Located(value, frame) if value is not None else None
 
 
 def object_call_training(call: V.Call) -> V.Value | None:
     """The ``training`` a Keras object is called with: ``model(x, training=True)``, or positionally
     (Keras 2, and Keras 3's call signature, take it second)."""
-    given = call.kwarg("training")
-    if given is None and len(call.args) > 1:
-        given = call.args[1]
-    return given
+    return arg(call, LAYER_CALL, "training")
 
 
 def call_chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:
@@ -518,7 +514,7 @@ def _variable_scope_of(program: Program, use: BatchNormUse) -> str | None:
         if isinstance(final.value, V.Call) and \
                 program.qualname(final.value.func, final.frame) in catalogue.VARIABLE_SCOPE:
             # A VariableScope object re-enters that scope instead of nesting a new one.
-            names = [scope_name(program, c.args[0] if c.args else c.kwarg("name_or_scope"), f)
+            names = [scope_name(program, arg(c, VARIABLE_SCOPE, "name_or_scope"), f)
                      for c, f, _ in variable_scopes(program, use.site)]
             return "/".join(n.strip("/") for n in names) if names and None not in names else None
     return full_scope(program, use)

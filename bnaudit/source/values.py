@@ -77,6 +77,14 @@ class Call(Value):
                 return value
         return None
 
+    def arg(self, name: str, index: int) -> Value | None:
+        """The argument given as ``name=`` or at position ``index`` of the plain positional arguments
+        (``*args`` are kept apart, in ``star``)."""
+        given = self.kwarg(name)
+        if given is None and index < len(self.args):
+            given = self.args[index]
+        return given
+
 
 @dataclass(frozen=True, slots=True)
 class Seq(Value):

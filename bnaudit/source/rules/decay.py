@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from bnaudit import catalogue
+from bnaudit.signatures import FIT, SESSION_RUN, arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
@@ -51,7 +52,7 @@ def _steps_here(program: Program, module: ModuleFacts, call: CallFact) -> bool |
         return True
     if isinstance(func, V.Attr) and func.attr == "run" and (call.value.args or call.value.kwarg("feed_dict")):
         # sess.run(train_op, ...), and train_op.run(feed_dict=...)
-        fetches = call.value.args[0] if call.value.args else func.base
+        fetches = arg(call.value, SESSION_RUN, "fetches") or func.base
         frame = program.lexical(module, call.scope)
         return S.contains(program, fetches, frame, lambda v, f: isinstance(v, V.Call) and isinstance(
             v.func, V.Attr) and v.func.attr in _STEP_METHODS | {"group"} and _has_train_op(v))
@@ -112,8 +113,8 @@ def training_lengths(program: Program) -> list[tuple[ModuleFacts, str, int]]:
                 for key, value in call.value.kwargs:
                     if key in catalogue.STEP_KEYWORDS and _int(S.const_value(program, program.deref(value, frame))):
                         lengths.append((module, _top(call.scope), S.const_value(program, program.deref(value, frame))))
-                epochs = S.const_value(program, program.deref(call.value.kwarg("epochs") or V.UNKNOWN, frame))
-                per = S.const_value(program, program.deref(call.value.kwarg("steps_per_epoch") or V.UNKNOWN, frame))
+                epochs = S.const_value(program, program.deref(arg(call.value, FIT, "epochs") or V.UNKNOWN, frame))
+                per = S.const_value(program, program.deref(arg(call.value, FIT, "steps_per_epoch") or V.UNKNOWN, frame))
                 if _int(epochs) and _int(per):
                     lengths.append((module, _top(call.scope), epochs * per))
             if _is_step(program, call, stepping, direct):

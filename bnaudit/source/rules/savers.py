@@ -6,7 +6,7 @@ import re
 
 from bnaudit import catalogue
 from bnaudit.fixes import TF1, Applicability, Edit, Fix
-from bnaudit.source import semantics as S
+from bnaudit.signatures import SAVER, arg
 from bnaudit.source import values as V
 from bnaudit.source.program import Frame, Program
 from bnaudit.source.rules import Rule
@@ -180,7 +180,7 @@ saver = tf.train.Saver(var_list=tf.global_variables())
             frame = program.lexical(module, call.scope)
             name = program.qualname(call.value.func, frame)
             if name in catalogue.SAVERS:
-                var_list = call.value.args[0] if call.value.args else call.value.kwarg("var_list")
+                var_list = arg(call.value, SAVER, "var_list")
                 values, what = ([var_list] if var_list is not None else []), "saver"
             else:
                 values, what = [v for _, v in call.value.kwargs] + list(call.value.dstar), "checkpoint"
@@ -203,7 +203,8 @@ saver = tf.train.Saver(var_list=tf.global_variables())
                 if what == "saver":
                     kinds = variable_kinds(program, values[0], site.frame)
                     fix = Fix("Save `tf.global_variables()`",
-                              (Edit.argument(call.loc, "var_list", 0, f"{TF1}.global_variables()"),),
+                              (Edit.argument(call.loc, "var_list", SAVER.index("var_list"),
+                                             f"{TF1}.global_variables()"),),
                               # Only trainable variables: the checkpoint gains the moving statistics (and
                               # the optimizer's slots). Anything more was chosen by hand: keep it a choice.
                               Applicability.SAFE if kinds == {TRAINABLE} and not isinstance(

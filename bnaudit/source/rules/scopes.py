@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bnaudit import catalogue
 from bnaudit.fixes import TF1, Applicability, Edit, Fix
+from bnaudit.signatures import SESSION_RUN, VARIABLE_SCOPE, arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.executions import path_of
@@ -361,7 +362,7 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
                     module = frame.module if frame is not None else use.module
                     # The scope's call written in the `with` itself is the node after the item.
                     literal = isinstance(getattr(module.contexts.get(loc), "value", None), V.Call)
-                    fix = self._fix(loc + 1, "reuse", catalogue.VARIABLE_SCOPE_REUSE_INDEX) if literal else None
+                    fix = self._fix(loc + 1, "reuse", VARIABLE_SCOPE.index("reuse")) if literal else None
                     self.report(module, loc, self._message("the variable scope around a batch norm"),
                                autofix=fix)
 
@@ -399,7 +400,7 @@ def _fed_names(program: Program) -> set[tuple[str, str]]:
         for call in module.calls:
             if not (isinstance(call.value.func, V.Attr) and call.value.func.attr == "run"):
                 continue
-            feed = call.value.kwarg("feed_dict") or (call.value.args[1] if len(call.value.args) > 1 else None)
+            feed = arg(call.value, SESSION_RUN, "feed_dict")
             final = program.deref(feed, program.lexical(module, call.scope)).value if feed is not None else None
             if isinstance(final, V.Dict):
                 for key, _ in final.items:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 
 from bnaudit import catalogue
 from bnaudit.fixes import Applicability, Edit, Fix
+from bnaudit.signatures import COND, LAYER_CALL, SET_LEARNING_PHASE, arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
@@ -13,18 +13,6 @@ from bnaudit.source.executions import SitesByEntry
 from bnaudit.source.program import BatchNormUse, Located, Program, Site
 from bnaudit.source.rules import Rule
 
-_WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
-# Names of functions and results on an evaluation path.  Not "inference": TF tutorials name the
-# model-building function inference() and call it for training too.
-_EVAL_WORDS = frozenset({"eval", "evaluate", "evaluation", "valid", "validate", "validation", "val", "predict",
-                         "infer", "serve", "serving", "export"})
-# Names of results: "predictions" is what a training step computes too.
-_EVAL_TARGET_WORDS = frozenset({"eval", "evaluation", "valid", "validation", "val", "test", "infer", "inference",
-                                "serving", "export"})
-
-
-def _words(name: str | None) -> set[str]:
-    return {w.lower() for w in _WORD_SPLIT.split(name or "") if w}
 
 
 def trains(program: Program) -> bool:
@@ -111,15 +99,12 @@ def batch_statistics_decision(program: Program, use: BatchNormUse) -> tuple[Modu
     return None
 
 
-_HELD_OUT_WORDS = frozenset({"test", "val", "valid", "validation", "eval", "dev"})
-
-
 def _feeds_held_out(run) -> bool:
     """A feed value spelled as held-out data: ``mnist.test.images``, ``x_val``, ``eval_batch[0]``."""
     for _, value in run.feed.items:
         for part in V.walk(value):
             name = part.name if isinstance(part, (V.Ref, V.Dotted)) else part.attr if isinstance(part, V.Attr) else ""
-            if any(_words(word) & _HELD_OUT_WORDS for word in name.split(".")):
+            if any(catalogue.words(word) & catalogue.HELD_OUT_WORDS for word in name.split(".")):
                 return True
     return False
 
@@ -363,23 +348,19 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                            "a model with batch norm is called in tf.GradientTape without `training=True`: "
                            "it trains in inference mode",
                            autofix=Fix("Call the model with `training=True` in the training step",
-                                       (Edit.argument(call.loc, "training", 1, "True")
+                                       (Edit.argument(call.loc, "training", LAYER_CALL.index("training"), "True")
                                         if S.object_call_training(call.value) is not None
                                         else Edit.keyword(call.loc, "training", "True"),),
                                        Applicability.SAFE if lexical else Applicability.UNSAFE))
                 return
 
 
-_TRAINING_WORDS = frozenset({"train", "training", "istraining"})   # False: inference
-_FLAG_WORDS = frozenset({"train", "training", "phase", "learning", "mode", "istraining", "bn", "test", "eval"})
-
-
 def _is_flag(value: V.Value) -> bool:
     """A training flag by its name (``is_training``, ``phase_train``, ``self.train_mode``) or learning_phase()."""
     if isinstance(value, V.Ref):
-        return bool(_words(value.name.rsplit(".", 1)[-1]) & _FLAG_WORDS)
+        return bool(catalogue.words(value.name.rsplit(".", 1)[-1]) & catalogue.FLAG_WORDS)
     if isinstance(value, V.Attr):
-        return bool(_words(value.attr) & _FLAG_WORDS)
+        return bool(catalogue.words(value.attr) & catalogue.FLAG_WORDS)
     if isinstance(value, V.Call):
         return isinstance(value.func, V.Dotted) and "learning_phase" in value.func.name
     return False
@@ -528,7 +509,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
         self._evaluation_runs(program, constant)
         for use_module, call in self._keras_calls(program):
             self.report(use_module, call.loc, self._message(),
-                       autofix=_inference_flag_fix(call, ("training",), positional=1))
+                       autofix=_inference_flag_fix(call, ("training",), positional=LAYER_CALL.index("training")))
         for use_module, call, keyword in self._restored_model_in_training_mode(program, restoring):
             self.report(use_module, call.loc,
                        f"a restored model is built with `{keyword}=True` in an execution that trains nothing: "
@@ -565,7 +546,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
         # A flag that picks between layers through tf.cond is their flag too.
         from bnaudit.source.rules.cond import cond_layers
         for cond in cond_layers(program):
-            predicate = cond.call.value.args[0] if cond.call.value.args else cond.call.value.kwarg("pred")
+            predicate = arg(cond.call.value, COND, "pred")
             if predicate is not None:
                 inside = [use for use in uses if any(m is cond.module and cond.call.loc < c.loc <= cond.call.end
                                                      for m, c in use.chain)]
@@ -736,7 +717,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
         ``is_training=False``) that the layer, in training mode all the same, never gets."""
         for frame in use.site.frame.chain():
             for name, (value, where) in (frame.bindings or {}).items():
-                if _words(name) & _TRAINING_WORDS and V.const(program.deref(value, where).value, "?") is False:
+                if catalogue.words(name) & catalogue.TRAINING_WORDS and V.const(program.deref(value, where).value, "?") is False:
                     return True
         return False
 
@@ -848,8 +829,8 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
     def _learning_phase(self, program: Program) -> None:
         for module, call in program.calls_to(catalogue.SET_LEARNING_PHASE):
             frame = program.lexical(module, "")
-            if not call.value.args or \
-                    program.deref(call.value.args[0], frame).value not in (V.Const(1), V.Const(True)):
+            value = arg(call.value, SET_LEARNING_PHASE, "value")
+            if value is None or program.deref(value, frame).value not in (V.Const(1), V.Const(True)):
                 continue
             if any(other.loc > call.loc and self._exports(program, module, other) for other in module.calls):
                 self.report(module, call.loc,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bnaudit import catalogue
 from bnaudit.fixes import TF1, Applicability, Edit, Fix
+from bnaudit.signatures import APPLY_GRADIENTS, MINIMIZE, arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
@@ -246,7 +247,8 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
                     program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES:
                 covered |= {key for key, _ in S.update_collections_in(program, value.args[0], located.frame)}
         call = site.call.value
-        loss = call.args[0] if call.args else call.kwarg("loss") or call.kwarg("grads_and_vars")
+        # What the train op is computed from: minimize's loss, apply_gradients' gradients.
+        loss = arg(call, MINIMIZE, "loss") or arg(call, APPLY_GRADIENTS, "grads_and_vars")
         if loss is not None:
             located = program.deref(loss, site.frame)
             # `loss = with_dependencies([updates], loss)` runs the updates only if that loss tensor
@@ -323,7 +325,7 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
 
 def _loss_joined(program: Program, site: Site) -> bool:
     call = site.call.value
-    loss = call.args[0] if call.args else call.kwarg("loss")
+    loss = arg(call, MINIMIZE, "loss")
     located = program.deref(loss, site.frame) if loss is not None else None
     return located is not None and isinstance(located.value, V.Call) and \
         program.qualname(located.value.func, located.frame) in catalogue.GROUPING and \
@@ -393,7 +395,7 @@ def _keras_batch_norm(program: Program, func: V.Value, frame) -> bool:
         return False
     api = program.api_of(located.value.func, located.frame)
     if api is not None:
-        return api.family == "keras"
+        return api.family == "keras" and api.kind != catalogue.OP
     name = program.qualname(located.value.func, located.frame) or ""
     keras = name in catalogue.KERAS_MODELS or name.startswith(catalogue.KERAS_APPLICATION_MODULES)
     cls = program.deref(located.value.func, located.frame).value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bnaudit import catalogue
 from bnaudit.fixes import Applicability, Edit, Fix
+from bnaudit.signatures import arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import ModuleFacts
@@ -203,8 +204,7 @@ y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
         variance, from the sums of x and x^2 that ``tf.nn.sufficient_statistics`` returns unshifted."""
         for _, call in program.calls_to(catalogue.ONE_PASS_MOMENTS, module):
             frame = program.lexical(module, call.scope)
-            index, keyword = catalogue.ONE_PASS_MOMENTS[program.qualname(call.value.func, frame)]
-            shift = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
+            shift = arg(call.value, catalogue.ONE_PASS_MOMENTS[program.qualname(call.value.func, frame)], "shift")
             if shift is None or isinstance(program.deref(shift, frame).value, V.Const) and \
                     program.deref(shift, frame).value.value is None:
                 self.report(module, call.loc,
@@ -215,8 +215,7 @@ y = tf.layers.batch_normalization(x, epsilon=0.001, training=True)
     def _hand_written_decay(self, program: Program, module: ModuleFacts) -> None:
         for _, call in program.calls_to(catalogue.MOVING_AVERAGE_DECAY, module):
             frame = program.lexical(module, call.scope)
-            index, keyword = catalogue.MOVING_AVERAGE_DECAY[program.qualname(call.value.func, frame)]
-            given = call.value.kwarg(keyword) or (call.value.args[index] if len(call.value.args) > index else None)
+            given = arg(call.value, catalogue.MOVING_AVERAGE_DECAY[program.qualname(call.value.func, frame)], "decay")
             decay = program.deref(given, frame).value if given is not None else None
             if isinstance(decay, V.Const) and _number(decay.value) and not 0.0 <= decay.value <= 1.0:
                 self.report(module, call.loc,
