@@ -61,6 +61,11 @@ class BatchNormAPI:
     # An object of the pinned versions whose signature ``params`` (and the call's, for a layer)
     # must match: tests/test_signatures.py.  None for APIs gone from them (contrib) or not installed.
     reference: str | None = None
+    # How a call becomes `bnaudit.layers.batch_norm(inputs, training, ...)`: (parameter, its name
+    # there; "" when it has no meaning there, such as reuse), and the defaults of this API that
+    # differ from bnaudit's, given when the call leaves them out.  Empty: no such fix.
+    to_bnaudit: tuple[tuple[str, str], ...] = ()
+    to_bnaudit_defaults: tuple[tuple[str, str], ...] = ()
 
     def param_index(self, name: str) -> int | None:
         try:
@@ -105,6 +110,12 @@ APIS: tuple[BatchNormAPI, ...] = (
         decay="decay", decay_default=0.999, epsilon="epsilon", epsilon_default=0.001,
         reuse="reuse", scope="scope", default_scope="BatchNorm", updates=COLLECTION,
         updates_arg="updates_collections", model_variables=True, variables_collections="variables_collections",
+        to_bnaudit=(("inputs", "inputs"), ("is_training", "training"), ("decay", "momentum"), ("center", "center"),
+                    ("scale", "scale"), ("epsilon", "epsilon"), ("trainable", "trainable"),
+                    ("data_format", "data_format"), ("scope", "name"), ("updates_collections", ""), ("reuse", ""),
+                    ("variables_collections", ""), ("outputs_collections", ""), ("fused", ""),
+                    ("zero_debias_moving_mean", "")),
+        to_bnaudit_defaults=(("training", "True"), ("momentum", "0.999"), ("scale", "False")),
     ),
     BatchNormAPI(
         key="tf.layers.batch_normalization", family="tf.layers", kind=FUNCTION,
@@ -119,6 +130,14 @@ APIS: tuple[BatchNormAPI, ...] = (
         decay="momentum", decay_default=0.99, epsilon="epsilon", epsilon_default=0.001,
         reuse="reuse", scope="name", default_scope="batch_normalization", updates=COLLECTION,
         reference="tensorflow.compat.v1.layers.batch_normalization",
+        to_bnaudit=(("inputs", "inputs"), ("training", "training"), ("axis", "axis"), ("momentum", "momentum"),
+                    ("epsilon", "epsilon"), ("center", "center"), ("scale", "scale"),
+                    ("beta_initializer", "beta_initializer"), ("gamma_initializer", "gamma_initializer"),
+                    ("moving_mean_initializer", "moving_mean_initializer"),
+                    ("moving_variance_initializer", "moving_variance_initializer"),
+                    ("beta_regularizer", "beta_regularizer"), ("gamma_regularizer", "gamma_regularizer"),
+                    ("trainable", "trainable"), ("name", "name"), ("reuse", ""), ("fused", "")),
+        to_bnaudit_defaults=(("training", "False"),),
     ),
     BatchNormAPI(
         key="tf.layers.BatchNormalization", family="tf.layers", kind=LAYER,

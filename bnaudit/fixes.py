@@ -33,11 +33,17 @@ class Applicability(str, Enum):
 class Edit:
     """One change at one node.  Build edits with the constructors below."""
 
-    kind: str       # keyword, argument, rename, replace, wrap
-    loc: int        # the node: a call for keyword/argument/rename, any node for replace/wrap
-    text: str = ""  # the new source (an expression; for wrap, the `with` item)
+    kind: str       # keyword, argument, rename, replace, wrap, convert, hoist, import
+    loc: int        # the node: a call for keyword/argument/rename/convert, any node for replace/wrap
+    text: str = ""  # the new source (an expression; for wrap, the `with` item; for import, a statement)
     name: str = ""  # the keyword (keyword, argument)
-    index: int = -1  # the positional index (argument), -1: keyword only
+    index: int = -1  # the positional index (argument), -1: keyword only; the inner node (hoist)
+    # convert: the old API's positional parameters, and (old, new) renames; a new name "" drops the
+    # argument; (keyword, text) pairs given when the call does not pass them.
+    params: tuple[str, ...] = ()
+    renames: tuple[tuple[str, str], ...] = ()
+    defaults: tuple[tuple[str, str], ...] = ()
+    leading: tuple[str, ...] = ()   # convert: the new names passed by position, in order
 
     @classmethod
     def keyword(cls, call: int, name: str, text: str) -> "Edit":
@@ -57,6 +63,24 @@ class Edit:
     @classmethod
     def replace(cls, node: int, text: str) -> "Edit":
         return cls("replace", node, text)
+
+    @classmethod
+    def convert(cls, call: int, func: str, params: tuple[str, ...], renames: tuple[tuple[str, str], ...],
+                defaults: tuple[tuple[str, str], ...] = (), leading: tuple[str, ...] = ()) -> "Edit":
+        """Call ``func`` instead, each argument renamed by ``renames`` (read by keyword, or by its
+        position in ``params``), ``leading`` names passed by position.  An argument that ``renames``
+        does not name refuses the fix."""
+        return cls("convert", call, func, params=params, renames=renames, defaults=defaults, leading=leading)
+
+    @classmethod
+    def hoist(cls, node: int, inner: int) -> "Edit":
+        """Replace the node with one of its descendants (after that one's own edits)."""
+        return cls("hoist", node, index=inner)
+
+    @classmethod
+    def add_import(cls, statement: str) -> "Edit":
+        """Add an import statement after the module's imports, unless the module has it already."""
+        return cls("import", 0, statement)
 
     @classmethod
     def wrap(cls, node: int, item: str) -> "Edit":

@@ -186,6 +186,51 @@ def _wrap(line: cst.SimpleStatementLine, item: cst.BaseExpression) -> cst.With:
                     leading_lines=line.leading_lines)
 
 
+def _convert(call: cst.Call, edit: Edit, func: cst.BaseExpression) -> cst.Call:
+    if any(arg.star for arg in call.args):
+        raise _Unfixable("the call passes *args or **kwargs")
+    given: dict[str, cst.BaseExpression] = {}
+    for i, arg in enumerate(arg for arg in call.args if arg.keyword is None):
+        if i >= len(edit.params):
+            raise _Unfixable("the call passes more positional arguments than the API takes")
+        given[edit.params[i]] = arg.value
+    given.update((arg.keyword.value, arg.value) for arg in call.args if arg.keyword is not None)
+    renames = dict(edit.renames)
+    new: dict[str, cst.BaseExpression] = {}
+    for old, value in given.items():
+        if old not in renames:
+            raise _Unfixable(f"`{old}=` has no counterpart in the layer the fix calls")
+        if renames[old]:
+            new[renames[old]] = value
+    for keyword, text in edit.defaults:
+        new.setdefault(keyword, _expression(text))
+    order = list(dict.fromkeys(name for _, name in edit.renames if name)) + [k for k, _ in edit.defaults]
+    positional = list(edit.leading)
+    if any(name not in new for name in positional):
+        raise _Unfixable(f"the call does not pass `{next(n for n in positional if n not in new)}`")
+    args = [cst.Arg(new[name]) for name in positional]
+    args += [cst.Arg(new[name], keyword=cst.Name(name), equal=_NO_SPACE) for name in dict.fromkeys(order)
+             if name in new and name not in positional]
+    return call.with_changes(func=func, args=args)
+
+
+def _with_import(module: cst.Module, statement: str) -> cst.Module:
+    """The module with ``statement`` after its last top-level import (after the docstring and
+    ``__future__`` imports when it has none), unless a line of it already says so."""
+    if any(line.strip() == statement for line in module.code.splitlines()):
+        return module
+    body = list(module.body)
+    position = 0
+    for i, item in enumerate(body):
+        small = item.body if isinstance(item, cst.SimpleStatementLine) else ()
+        if any(isinstance(s, (cst.Import, cst.ImportFrom)) for s in small):
+            position = i + 1
+        elif i == 0 and small and isinstance(small[0], cst.Expr) and isinstance(small[0].value, cst.SimpleString):
+            position = max(position, 1)   # the docstring
+    body.insert(position, cst.parse_statement(statement + "\n"))
+    return module.with_changes(body=body)
+
+
 def _edited(edit: Edit, node: cst.CSTNode, value: cst.BaseExpression | None) -> cst.CSTNode:
     if edit.kind == "keyword":
         return _set_keyword(_call(node), edit.name, value)
@@ -197,17 +242,29 @@ def _edited(edit: Edit, node: cst.CSTNode, value: cst.BaseExpression | None) -> 
         return _replace(node, value)
     if edit.kind == "wrap":
         return _wrap(node, value)
+    if edit.kind == "convert":
+        return _convert(_call(node), edit, value)
     raise _Unfixable(f"unknown edit {edit.kind!r}")
 
 
 class _Apply(cst.CSTTransformer):
-    def __init__(self, planned: dict[int, list[tuple[Edit, cst.BaseExpression | None]]]) -> None:
+    """Applies the planned edits bottom-up; a hoist takes its inner node as already edited."""
+
+    def __init__(self, planned: dict[int, list[tuple[Edit, cst.BaseExpression | None]]],
+                 hoisted: dict[int, int]) -> None:
         super().__init__()
         self.planned = planned
+        self.hoisted = hoisted            # id(inner node) -> id(node it replaces)
+        self.inner: dict[int, cst.CSTNode] = {}
 
     def on_leave(self, original_node, updated_node):
         for edit, value in self.planned.get(id(original_node), ()):
-            updated_node = _edited(edit, updated_node, value)
+            if edit.kind == "hoist":
+                updated_node = self.inner[edit.index]
+            else:
+                updated_node = _edited(edit, updated_node, value)
+        if id(original_node) in self.hoisted:
+            self.inner[self.hoisted[id(original_node)]] = updated_node
         return updated_node
 
 
@@ -241,14 +298,22 @@ def apply(path: str, source: bytes, findings: Iterable[Finding]) -> FileFixes:
                          for f in findings)
         return out
     module = parsed.module
-    finder = _Finder({edit.loc for f in findings for edit in f.autofix.edits})
+    wanted = set()
+    for finding in findings:
+        for edit in finding.autofix.edits:
+            wanted.add(edit.loc)
+            if edit.kind == "hoist":
+                wanted.add(edit.index)
+    finder = _Finder(wanted)
     finder.walk(module)
     code = module.code
     taken: list[tuple[int, int]] = []
     planned: dict[int, list[tuple[Edit, cst.BaseExpression | None]]] = {}
+    hoisted: dict[int, int] = {}
+    imports: list[str] = []
     for finding in findings:
         try:
-            plan, spans = _plan(finding.autofix, finder, module, code)
+            plan, spans, statements = _plan(finding.autofix, finder, module, code)
         except _Unfixable as exc:
             out.notes.append(f"{path}:{finding.line}: {finding.code} not fixed: {exc}")
             continue
@@ -257,10 +322,21 @@ def apply(path: str, source: bytes, findings: Iterable[Finding]) -> FileFixes:
         taken.extend(spans)
         for key, edits in plan.items():
             planned.setdefault(key, []).extend(edits)
+            for edit, _ in edits:
+                if edit.kind == "hoist":
+                    inner = id(finder.found[edit.index].node)
+                    hoisted[inner] = edit.index
+        imports.extend(statement for statement in statements if statement not in imports)
         out.fixed.append(finding)
     if not planned:
         return out
-    new = module.visit(_Apply(planned))
+    try:
+        new = module.visit(_Apply(planned, hoisted))
+        for statement in imports:
+            new = _with_import(new, statement)
+    except _Unfixable as exc:   # an edit that fit its node alone but not with the others
+        out.notes.append(f"{path}: fixes dropped: {exc}")
+        return FileFixes(source, [], out.notes)
     text = new.bytes
     if not _parses(path, text, source):
         out.notes.append(f"{path}: fixes dropped: the fixed file would not parse")
@@ -269,28 +345,46 @@ def apply(path: str, source: bytes, findings: Iterable[Finding]) -> FileFixes:
     return out
 
 
+def _lambda_body(outer: cst.CSTNode, inner: _Target) -> None:
+    """A hoist takes the whole body of a lambda passed to the call (`tf.cond(p, lambda: bn(x), ...)`),
+    so nothing the branch computed around it is lost."""
+    chain = [node for _, node in inner.ancestors]
+    path = next((chain[i:] for i, node in enumerate(chain) if node is outer), [])
+    if not (len(path) == 4 and isinstance(path[1], cst.Arg) and isinstance(path[2], cst.Lambda)
+            and path[2].body is path[3]):
+        raise _Unfixable("the branch does more than build the layer")
+
+
 def _plan(fix: Fix, finder: _Finder, module: cst.Module, code: str):
-    """The edits of one fix, keyed by the node they change, and the spans of numbers they touch;
-    each edit is tried on the node now, so a fix that does not fit is refused whole."""
+    """The edits of one fix, keyed by the node they change, the spans of numbers they touch, and the
+    import statements it adds; each edit is tried on its node now, so a fix that does not fit is
+    refused whole."""
     plan: dict[int, list[tuple[Edit, cst.BaseExpression | None]]] = {}
     spans = []
+    statements = []
     spelling: str | None = None
     for edit in fix.edits:
-        target = finder.found.get(edit.loc)
-        if target is None:
-            raise _Unfixable("the code it names is no longer there")
-        node = target.node
         text = edit.text
         if TF1 in text:
             spelling = spelling or tf1_spelling(module, code)
             text = text.replace(TF1, spelling)
-        value = None if edit.kind == "rename" else _expression(text)
+        if edit.kind == "import":
+            statements.append(text)
+            continue
+        target = finder.found.get(edit.loc)
+        if target is None or (edit.kind == "hoist" and edit.index not in finder.found):
+            raise _Unfixable("the code it names is no longer there")
+        node = target.node
+        value = None if edit.kind in ("rename", "hoist") else _expression(text)
         if edit.kind == "wrap":
             node = _statement(target)
-        _edited(edit, node, value)  # raises _Unfixable if it does not fit
+        if edit.kind == "hoist":
+            _lambda_body(node, finder.found[edit.index])
+        else:
+            _edited(edit, node, value)  # raises _Unfixable if it does not fit
         plan.setdefault(id(node), []).append((edit, value))
         spans.append(finder.spans[id(node)])
-    return plan, spans
+    return plan, spans, statements
 
 
 def _parses(path: str, text: bytes, before: bytes) -> bool:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bnaudit import catalogue, faults
+from bnaudit.fixes import Applicability, Edit, Fix
+from bnaudit.signatures import COND, arg
 from bnaudit.source import semantics as S
 from bnaudit.source import values as V
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Frame, Program
-from bnaudit.source.rules import Rule
+from bnaudit.source.rules import Rule, to_bnaudit
 
 INSIDE, OUTSIDE = "inside", "outside"
 
@@ -55,6 +57,27 @@ def batch_norm(x, is_training, decay=0.99):
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow.compat.v1 as tf
+def bn(x, is_training):
+    return tf.cond(is_training,
+                   lambda: tf.layers.batch_normalization(x, training=True, name="bn"),
+                   lambda: tf.layers.batch_normalization(x, training=False, name="bn", reuse=True))
+x = tf.placeholder(tf.float32, [None, 4])
+flag = tf.placeholder(tf.bool, [])
+y = bn(x, flag)
+""", """
+import tensorflow.compat.v1 as tf
+import bnaudit.layers
+def bn(x, is_training):
+    return bnaudit.layers.batch_norm(x, is_training, name="bn")
+x = tf.placeholder(tf.float32, [None, 4])
+flag = tf.placeholder(tf.bool, [])
+y = bn(x, flag)
+"""),
+    )
+
     def check(self, program: Program) -> None:
         for cond in cond_layers(program):
             if OUTSIDE in cond.kinds:
@@ -69,12 +92,28 @@ def batch_norm(x, is_training, decay=0.99):
                            "tf.cond picks between two batch-norm layers that share variables: correct, but "
                            "the graph holds two layers and duplicated moments",
                            fix="Use one layer and pass the boolean tensor as `is_training`/`training`.",
-                           severity=faults.WARNING)
+                           severity=faults.WARNING, autofix=self._one_layer(cond))
             else:
                 self.report(cond.module, cond.call.loc,
                            "tf.cond picks between two batch-norm layers that do not share variables: the "
                            "evaluation branch normalizes with statistics that are never trained",
-                           fix="Use one layer and pass the boolean tensor as `is_training`/`training`.")
+                           fix="Use one layer and pass the boolean tensor as `is_training`/`training`.",
+                           autofix=self._one_layer(cond))
+
+    @staticmethod
+    def _one_layer(cond: CondLayers) -> Fix | None:
+        """`tf.cond(flag, lambda: bn(x, training=True), lambda: bn(x, training=False, reuse=True))` becomes
+        `bnaudit.layers.batch_norm(x, flag)`: one layer, given the flag tensor."""
+        pred = arg(cond.call.value, COND, "pred")
+        layers = sorted(cond.written, key=lambda use: use.call.loc)
+        if not isinstance(pred, V.Ref) or len(layers) != 2 or not all(to_bnaudit.can_convert(u) for u in layers):
+            return None
+        first, second = (use.args.get(use.api.params[0]) for use in layers)
+        if first is None or second is None or not _same(first.value, second.value):
+            return None   # the branches normalize different inputs
+        return Fix("Build one `bnaudit.layers.batch_norm` given the flag tensor",
+                   (*to_bnaudit.convert(layers[0], training=pred.name),
+                    Edit.hoist(cond.call.loc, layers[0].call.loc)), Applicability.UNSAFE)
 
 
 @dataclass
@@ -89,6 +128,8 @@ class CondLayers:
     # Every normalization inside is stateless math (tf.nn.batch_normalization) written in the branch
     # itself, not in a function the branch calls to build a layer: its variables were built outside.
     stateless: bool = False
+    # The layers whose calls are written in the cond's branches themselves.
+    written: tuple[BatchNormUse, ...] = ()
 
 
 def cond_layers(program: Program) -> list[CondLayers]:
@@ -113,8 +154,9 @@ def cond_layers(program: Program) -> list[CondLayers]:
             inside = _inside(program, module, call)
             later = max(inside, key=lambda pair: pair[1][1].loc)[1] if inside else None
             stateless = bool(inside) and all(not use.api.stateful and where[1] is use.call for use, where in inside)
+            written = tuple(use for use, where in inside if where[1] is use.call)
             found.append(CondLayers(module, call, kinds, _shared(program, [use for use, _ in inside]), later,
-                                    stateless))
+                                    stateless, written))
     cache.append(found)
     return found
 
@@ -130,6 +172,11 @@ def selected_layers(program: Program) -> set[int]:
             if isinstance(located.value, V.Lambda):
                 out.add(id(program.deref(located.value.body, located.frame).value))
     return out
+
+
+def _same(a: V.Value, b: V.Value) -> bool:
+    """The same name, read in the two branches' lambdas (which bind nothing of their own)."""
+    return isinstance(a, V.Ref) and isinstance(b, V.Ref) and a.name == b.name
 
 
 def _branches(call: V.Call) -> list[V.Value]:

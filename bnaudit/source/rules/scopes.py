@@ -13,7 +13,7 @@ from bnaudit.source import values as V
 from bnaudit.source.executions import path_of
 from bnaudit.source.facts import CallFact, ModuleFacts
 from bnaudit.source.program import BatchNormUse, Located, Program
-from bnaudit.source.rules import Rule
+from bnaudit.source.rules import Rule, to_bnaudit
 from bnaudit.source.rules.cond import INSIDE, cond_layers
 
 _SCOPED_FAMILIES = ("contrib/slim", "tf.layers")
@@ -134,6 +134,25 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
 """,
     )
 
+    fixes = (
+        ("""
+import tensorflow.compat.v1 as tf
+def block(x, is_training):
+    return tf.layers.batch_normalization(x, training=is_training, name="bn")
+x = tf.placeholder(tf.float32, [None, 4])
+train_out = block(x, True)
+eval_out = block(x, False)
+""", """
+import tensorflow.compat.v1 as tf
+import bnaudit.layers
+def block(x, is_training):
+    return bnaudit.layers.batch_norm(x, is_training, name="bn")
+x = tf.placeholder(tf.float32, [None, 4])
+train_out = block(x, True)
+eval_out = block(x, False)
+"""),
+    )
+
     def check(self, program: Program) -> None:
         layers = []
         for use in program.batch_norms:
@@ -225,19 +244,20 @@ scores = tf.layers.batch_normalization(x, name="hist_bn", reuse=tf.AUTO_REUSE)
                 else:
                     continue
                 module, call = self._divergence(earlier, later)
+                fix = None
                 if kind == "default":
-                    message = (f"batch norm is built again in scope `{enclosing}` without reuse: re-entering "
-                               f"the scope restarts its default layer names, so TF raises 'Variable "
-                               f"{enclosing}/.../beta already exists' (or, renamed, the copies share nothing)")
+                    message = (f"batch norm is built again in scope `{enclosing}` without reuse: its default "
+                               f"layer names restart, so its variables already exist")
                 elif kind == "scope":
-                    message = (f"batch-norm scope `{shown}` is created a second time without reuse: TF "
-                               f"raises 'Variable {shown}/beta already exists', or, under a fresh name, "
-                               f"this layer trains its own statistics instead of sharing them")
+                    message = f"batch-norm scope `{shown}` is created a second time without reuse"
+                    # One call building its layer twice (a model built twice): a layer that shares by name
+                    # is built once and reused after.  Two calls naming one scope may be a copy-paste slip
+                    # (`name="conv1"` twice), where sharing would be wrong.
+                    fix = to_bnaudit.fix(later.use) if same_call and later.use.module is module else None
                 else:
-                    message = ("the model is built a second time without `reuse=True`: this copy of batch norm "
-                               f"{S.layer_label(program, later.use)} gets fresh variables, so evaluation uses "
-                               "untrained moving statistics (mean 0, variance 1)")
-                self.report(module, call.loc, message)
+                    message = ("the model is built a second time without `reuse=True`: batch norm "
+                               f"{S.layer_label(program, later.use)} gets fresh, untrained variables")
+                self.report(module, call.loc, message, autofix=fix)
                 break
 
     @staticmethod
