@@ -180,11 +180,9 @@ def _same(a: V.Value, b: V.Value) -> bool:
 
 
 def _branches(call: V.Call) -> list[V.Value]:
-    found = list(call.args[1:3])
-    for names in (("true_fn", "fn1"), ("false_fn", "fn2")):
-        for name in names:
-            if call.kwarg(name) is not None:
-                found.append(call.kwarg(name))
+    """The two branch functions: `true_fn`/`false_fn`, by position or keyword, or TF 1.x's `fn1`/`fn2`."""
+    found = [given for name in ("true_fn", "false_fn") if (given := arg(call, COND, name)) is not None]
+    found += [given for name in ("fn1", "fn2") if (given := call.kwarg(name)) is not None]
     return found[:2]
 
 

@@ -13,7 +13,7 @@ from bnaudit.source.program import Program
 from bnaudit.source.rules import Rule
 
 RESIDUAL_LIMIT = 0.1
-_STEP_METHODS = frozenset({"apply_gradients", "minimize", "train_on_batch"})
+_STEP_METHODS = catalogue.TRAIN_OP_METHODS | {"train_on_batch"}
 
 
 def _top(scope: str) -> str:
