@@ -37,8 +37,12 @@ def _sarif_level(severity: str) -> str:
     return "error" if severity == faults.ERROR else "warning"
 
 
-def sarif(findings: Sequence[Finding], tool_name: str = "bnaudit") -> str:
-    """One run, with every rule of the catalogue (help text and document) and one result per finding."""
+def sarif(findings: Sequence[Finding], tool_name: str = "bnaudit", replacements: Sequence | None = None) -> str:
+    """One run, with every rule of the catalogue (help text and document) and one result per finding.
+
+    ``replacements`` (one per finding, or None) are the findings' fixes as text spans
+    (``fixer.Replacement``): each becomes the result's ``fixes`` entry.
+    """
     catalogue = list(faults.FAULTS.values())
     index = {fault.code: position for position, fault in enumerate(catalogue)}
     rules = [{
@@ -70,6 +74,15 @@ def sarif(findings: Sequence[Finding], tool_name: str = "bnaudit") -> str:
             result["locations"][0]["physicalLocation"]["region"] = region
         if finding.layer:
             result["properties"] = {"layer": finding.layer}
+        change = replacements[len(results)] if replacements is not None else None
+        if change is not None and finding.autofix is not None:
+            result["fixes"] = [{
+                "description": {"text": f"{finding.autofix.title} ({finding.autofix.applicability} fix)"},
+                "artifactChanges": [{"artifactLocation": {"uri": _uri(finding.path)}, "replacements": [{
+                    "deletedRegion": {"startLine": change.start_line, "startColumn": change.start_column,
+                                      "endLine": change.end_line, "endColumn": change.end_column},
+                    "insertedContent": {"text": change.text}}]}],
+            }]
         results.append(result)
     log = {
         "$schema": SARIF_SCHEMA,

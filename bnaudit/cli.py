@@ -353,9 +353,25 @@ class _Stop(Exception):
     pass
 
 
+def _replacements(findings) -> list:
+    """Each finding's fix as a text span of its file as it is now (None where it has none)."""
+    from bnaudit.source.fixer import replacement
+
+    out = []
+    for finding in findings:
+        change = None
+        if finding.autofix is not None and finding.line:
+            try:
+                change = replacement(finding, Path(finding.path).read_bytes())
+            except OSError:
+                pass
+        out.append(change)
+    return out
+
+
 def _ci_report(fmt: str, findings, checked: int) -> str:
     if fmt == "sarif":
-        return ci_formats.sarif(findings)
+        return ci_formats.sarif(findings, replacements=_replacements(findings))
     if fmt == "github":
         return ci_formats.github(findings)
     if fmt == "junit":

@@ -58,6 +58,18 @@ def test_sarif_validates_against_the_official_schema(project):
     assert location["artifactLocation"]["uri"] == "src/train.py" and location["region"]["startLine"] == 4
     assert by_rule["BN004"]["level"] == "error" and by_rule["BN009"]["level"] == "warning"
     assert rules[by_rule["BN009"]["ruleIndex"]]["id"] == "BN009"
+    # The fix travels as SARIF's fixes: applied by hand, its replacement is what --fix writes.
+    (fix,) = by_rule["BN004"]["fixes"]
+    assert fix["description"]["text"].endswith("(safe fix)") and "fixes" not in by_rule["BN009"]
+    (change,) = fix["artifactChanges"]
+    (replacement,) = change["replacements"]
+    region, text = replacement["deletedRegion"], replacement["insertedContent"]["text"]
+    lines = (project / "src" / "train.py").read_text(encoding="utf-8").splitlines(keepends=True)
+    start = sum(len(line) for line in lines[:region["startLine"] - 1]) + region["startColumn"] - 1
+    end = sum(len(line) for line in lines[:region["endLine"] - 1]) + region["endColumn"] - 1
+    by_hand = "".join(lines)[:start] + text + "".join(lines)[end:]
+    assert bnaudit("check", "--no-cache", "--fix", "src/train.py", cwd=project).returncode == 0
+    assert (project / "src" / "train.py").read_text(encoding="utf-8") == by_hand
 
 
 def test_github_annotations(project):

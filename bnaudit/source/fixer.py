@@ -461,6 +461,40 @@ def fix_loop(analyze: Callable[[dict[str, bytes]], list[Finding]], read: Callabl
     return run
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """One fix as a span of the file and its new text (1-based lines, code-point columns; the end is
+    exclusive): what SARIF's ``fixes`` carry."""
+    start_line: int
+    start_column: int
+    end_line: int
+    end_column: int
+    text: str
+
+
+def replacement(finding: Finding, source: bytes) -> Replacement | None:
+    """The fix of one finding, applied alone, as the smallest span of the text it changes."""
+    done = apply(finding.path, source, [finding])
+    if done.text == source:
+        return None
+    try:
+        old, new = source.decode("utf-8"), done.text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < min(len(old), len(new)) - start and old[len(old) - 1 - end] == new[len(new) - 1 - end]:
+        end += 1
+
+    def position(offset: int) -> tuple[int, int]:
+        line = old.count("\n", 0, offset) + 1
+        return line, offset - (old.rfind("\n", 0, offset) + 1) + 1
+
+    return Replacement(*position(start), *position(len(old) - end), new[start:len(new) - end])
+
+
 def unified_diff(path: str, before: bytes, after: bytes, label: str = "") -> str:
     old = before.decode("utf-8", "replace").splitlines(keepends=True)
     new = after.decode("utf-8", "replace").splitlines(keepends=True)
