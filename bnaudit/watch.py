@@ -142,13 +142,21 @@ class BatchNormWatch(_keras_callback_base(), _Reporting):
     inference mode, BN006), BN005, BN012, and BN009 against ``total_steps`` (default: epochs x steps
     from ``fit``).  ``on_fault``: ``"warn"`` (a warning), ``"stop"`` (also ``model.stop_training``)
     or ``"raise"`` (``BatchNormFault``).  Findings accumulate in ``findings`` (and ``json_path``).
+
+    ``probe`` (a batch of inputs) also measures the train/inference gap at each check: how far the
+    model's output with ``training=False`` is from its output with ``training=True`` on that batch,
+    relative to the latter (``gaps``, and ``bn_gap`` in the batch logs of ``fit``).  A gap that stays
+    large means inference normalizes with statistics the batches do not have (BN010, BN009, BN006 at
+    its root); it is a measurement, not a finding, since dropout and early training make one too.
     """
 
     def __init__(self, every_n_steps: int = 100, on_fault: str = "warn", total_steps: int | None = None,
-                 json_path=None):
+                 json_path=None, probe=None):
         super().__init__()
         self._setup(every_n_steps, on_fault, total_steps, json_path)
         self._steps = 0
+        self.probe = probe
+        self.gaps: list[tuple[int, float]] = []
 
     def on_train_begin(self, logs=None):
         params = getattr(self, "params", None) or {}
@@ -159,15 +167,37 @@ class BatchNormWatch(_keras_callback_base(), _Reporting):
         self._steps += 1
         if self._steps % self.every_n_steps == 0:
             self.step(self.model, self._steps, force=True)
+            if self.gaps and logs is not None:
+                logs["bn_gap"] = self.gaps[-1][1]
 
     def step(self, model, step: int, force: bool = False) -> list[Finding]:
         """In a custom loop: call once per training step; the model is judged every ``every_n_steps``."""
         if not force and step % self.every_n_steps:
             return []
+        if self.probe is not None:
+            self.gaps.append((step, train_inference_gap(model, self.probe)))
         new = self._report(judge(keras_artifact(model, step), self.total_steps), step)
         if new and self.on_fault == "stop":
             model.stop_training = True
         return new
+
+
+def train_inference_gap(model, batch) -> float:
+    """mean |f(x, training=False) - f(x, training=True)| / mean |f(x, training=True)| on ``batch``.
+
+    A training-mode call updates the moving statistics as a side effect; they are put back, so the
+    probe leaves the run as it found it."""
+    layers = [layer for _, layer in keras_batch_norms(model)]
+    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    try:
+        inference = np.asarray(model(batch, training=False))
+        training = np.asarray(model(batch, training=True))
+    finally:
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+    scale = float(np.mean(np.abs(training))) or 1.0
+    return float(np.mean(np.abs(inference - training)) / scale)
 
 
 # -- TF1 graphs ------------------------------------------------------------------------------------

@@ -168,3 +168,32 @@ def test_a_keras_applications_backbone_is_read_layer_by_layer():
     assert names == [f"{backbone.name}/{name}" for name in expected]
     found = watch.check(model, step=100)  # never trained: every layer still at its initializer
     assert {f.code for f in found} == {"BN010"} and len(found) == len(expected)
+
+
+def test_the_probe_measures_the_train_inference_gap_and_leaves_the_statistics_alone(data):
+    """Inputs with mean 2, std 3: a fit that trains the statistics closes the gap; a tape loop that
+    never runs training mode leaves inference normalizing with mean 0, variance 1."""
+    x, y = data
+    probe = x[:64]
+    trained = build()
+    trained.compile("adam", "mse")
+    good = watch.BatchNormWatch(every_n_steps=100, probe=probe)
+    history = []
+    trained.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[good, keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: history.append(logs.get("bn_gap")))])
+    assert [step for step, _ in good.gaps] == [100, 200] and history[99] == good.gaps[0][1]
+
+    stale, optimizer = build(), keras.optimizers.Adam()
+    bad = watch.BatchNormWatch(every_n_steps=100, probe=probe)
+    with pytest.warns(RuntimeWarning, match="BN010"):
+        for step in range(1, 101):
+            batch = slice((step - 1) * 16, step * 16)
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((stale(x[batch]) - y[batch]) ** 2)
+            grads = tape.gradient(loss, stale.trainable_variables)
+            optimizer.apply_gradients(zip(grads, stale.trainable_variables))
+            bad.step(stale, step)
+    assert bad.gaps[0][1] > 5 * good.gaps[-1][1] and bad.gaps[0][1] > 0.5, (bad.gaps, good.gaps)
+    # The probe's training-mode call did not move the statistics: they are still at their initializer.
+    layer = dict(watch.keras_batch_norms(stale))["bn"]
+    assert np.all(layer.moving_mean.numpy() == 0.0) and np.all(layer.moving_variance.numpy() == 1.0)
