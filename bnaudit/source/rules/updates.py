@@ -63,6 +63,20 @@ def _run_updates_fix(call: CallFact, collections: set[str | None]) -> Fix:
                Applicability.SAFE if call.target is not None else Applicability.DISPLAY)
 
 
+def _keras_updates_fix(site: Site, layer_site: Site) -> Fix | None:
+    """Build the train op under the Keras model's own updates, when the model is a name the train op's
+    statement can see (the same function, or the module's top level, of the same file)."""
+    model = layer_site.call.value.func
+    if not isinstance(model, V.Ref) or layer_site.module is not site.module or "." in model.name:
+        return None
+    visible = model.scope == site.call.scope or ("", model.name) in site.module.assigns
+    if not visible:
+        return None
+    title = f"Build the train op under `tf.control_dependencies({model.name}.updates)`"
+    return Fix(title, (Edit.wrap(site.call.loc, f"{TF1}.control_dependencies({model.name}.updates)"),),
+               Applicability.SAFE if site.call.target is not None else Applicability.DISPLAY)
+
+
 class UnrunUpdateOps(Rule):
     code = "BN001"
     invalid = (
@@ -198,7 +212,8 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
                                "they are in `model.updates`, not UPDATE_OPS",
                                related=((layer_site.module.path, layer_site.call.loc),),
                                fix="Build the train op under `tf.control_dependencies(model.updates)` (or "
-                                   "train with `model.fit`), or use `bnaudit.layers.batch_norm`.")
+                                   "train with `model.fit`), or use `bnaudit.layers.batch_norm`.",
+                               autofix=_keras_updates_fix(site, layer_site))
                     break
 
     def _judge(self, program: Program, module: ModuleFacts, call: CallFact,
