@@ -51,16 +51,27 @@ def collection_of(program: Program, use: BatchNormUse) -> str | None:
     return None
 
 
-def _run_updates_fix(call: CallFact, collections: set[str | None]) -> Fix:
+def _whole_value(module: ModuleFacts, call: CallFact) -> bool:
+    """The call is all its statement computes: `train_op = ...`, `self.train_op = ...`, `return ...`."""
+    if call.target is not None:
+        return True
+    function = module.functions.get(call.scope)
+    if function is not None and any(value is call.value for value in function.returns):
+        return True
+    return any(fact.value is call.value for facts in module.assigns.values() for fact in facts)
+
+
+def _run_updates_fix(module: ModuleFacts, call: CallFact, collections: set[str | None]) -> Fix:
     """Build the train op under a control dependency on the collections its layers update."""
     spelled = [f"{TF1}.GraphKeys.UPDATE_OPS" if where == UPDATE_OPS else repr(where)
                for where in sorted(collections, key=lambda where: (where != UPDATE_OPS, where))]
     updates = " + ".join(f"{TF1}.get_collection({key})" for key in spelled)
     title = f"Build the train op under `tf.control_dependencies({updates.replace(TF1, 'tf')})`"
-    # One assignment statement (`train_op = opt.minimize(loss)`) is safe to wrap: the op it builds
-    # now also runs the updates, and nothing else about the statement changes.
+    # A statement that only builds the train op (`train_op = opt.minimize(loss)`, `return ...`) is
+    # safe to wrap: the op it builds now also runs the updates, and nothing else it builds can be
+    # reached but through the train op.  The fixer also refuses a line shared with other statements.
     return Fix(title, (Edit.wrap(call.loc, f"{TF1}.control_dependencies({updates})"),),
-               Applicability.SAFE if call.target is not None else Applicability.DISPLAY)
+               Applicability.SAFE if _whole_value(module, call) else Applicability.DISPLAY)
 
 
 def _keras_updates_fix(site: Site, layer_site: Site) -> Fix | None:
@@ -74,7 +85,7 @@ def _keras_updates_fix(site: Site, layer_site: Site) -> Fix | None:
         return None
     title = f"Build the train op under `tf.control_dependencies({model.name}.updates)`"
     return Fix(title, (Edit.wrap(site.call.loc, f"{TF1}.control_dependencies({model.name}.updates)"),),
-               Applicability.SAFE if site.call.target is not None else Applicability.DISPLAY)
+               Applicability.SAFE if _whole_value(site.module, site.call) else Applicability.DISPLAY)
 
 
 class UnrunUpdateOps(Rule):
@@ -161,6 +172,20 @@ h = tf.compat.v1.layers.batch_normalization(x, training=True)
 with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
     train_op = tf.compat.v1.train.AdamOptimizer().minimize(tf.reduce_sum(h))
 """),
+        ("""
+import tensorflow.compat.v1 as v1
+class GAN:
+    def build(self, x):
+        self.loss = v1.reduce_sum(v1.layers.batch_normalization(x, training=True))
+        self.d_op = v1.train.AdamOptimizer().minimize(self.loss)
+""", """
+import tensorflow.compat.v1 as v1
+class GAN:
+    def build(self, x):
+        self.loss = v1.reduce_sum(v1.layers.batch_normalization(x, training=True))
+        with v1.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+            self.d_op = v1.train.AdamOptimizer().minimize(self.loss)
+"""),
     )
 
     def check(self, program: Program) -> None:
@@ -240,7 +265,7 @@ with tf.compat.v1.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.
                            f"this train op does not run the moving-average updates of batch norm "
                            f"{S.layer_label(program, first)} ({{0}}){more}: {why}",
                            related=((first.module.path, first.call.loc),),
-                           autofix=_run_updates_fix(call, {collection_of(program, use) for use in missed}))
+                           autofix=_run_updates_fix(module, call, {collection_of(program, use) for use in missed}))
                 return
             early = self._read_too_early(program, site)
             if early is not None and affected:
