@@ -203,3 +203,22 @@ def test_what_it_cannot_do_is_refused_by_name(argument, value):
         BatchNorm(**{argument: value})
     off = {"synchronized": False, "renorm": False, "virtual_batch_size": None}[argument]
     assert BatchNorm(**{argument: off}, fused=True).momentum == 0.99  # a Keras config's defaults load
+
+
+def test_a_tf_keras_model_gets_a_clear_error_naming_the_functional_layer():
+    """BatchNorm is a Keras 3 layer: on a tf_keras tensor (TF_USE_LEGACY_KERAS=1) it says what to use."""
+    script = (
+        "import tensorflow as tf\n"
+        "from bnaudit.layers import BatchNorm\n"
+        "x = tf.keras.Input((3,))\n"
+        "try:\n"
+        "    BatchNorm()(tf.keras.layers.Dense(4)(x))\n"
+        "except TypeError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", TF_USE_LEGACY_KERAS="1")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused: bnaudit.layers.BatchNorm is a Keras 3 layer" in out.stdout
+    assert "use bnaudit.layers.batch_norm in tf_keras models" in out.stdout

@@ -124,6 +124,14 @@ class BatchNorm(keras.layers.Layer):
         self.num_updates = weight("num_updates", "zeros", False, shape=())
         self.input_spec = keras.layers.InputSpec(ndim=rank, axes={self._layout.axis: channels})
 
+    def __call__(self, *args, **kwargs):
+        inputs = args[0] if args else kwargs.get("inputs")
+        if type(inputs).__module__.startswith("tf_keras."):
+            # tf_keras would otherwise fail deep inside with a message about dispatchers.
+            raise TypeError("bnaudit.layers.BatchNorm is a Keras 3 layer; it cannot be called on a tf_keras tensor "
+                            "(TF_USE_LEGACY_KERAS=1): use bnaudit.layers.batch_norm in tf_keras models, or Keras 3")
+        return super().__call__(*args, **kwargs)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
