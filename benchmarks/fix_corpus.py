@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bnaudit-corpus")
     args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", SyntaxWarning)   # the corpus's own `x is not 0`, seen by compile()
     manifest = load_manifest(args.manifest, None)
     commits = {r["repo"]: r["commit"] for r in manifest["repositories"]}
     before: Counter = Counter()
