@@ -87,6 +87,9 @@ def test_fixed_script_relints_clean(script, fixed):
     assert copy.read_bytes() != script.read_bytes()
     remaining = _codes(copy)
     assert not remaining & result["codes"], f"still reported after --fix: {sorted(remaining & result['codes'])}"
+    # A fix must not make another rule object (one rule's fix undone by another's was a real case).
+    before = _codes(script)
+    assert remaining <= before, f"new after --fix: {sorted(remaining - before)}"
     # --fix twice is --fix once.
     text = copy.read_bytes()
     again = _cli("check", "--no-cache", "--fix", "--unsafe-fixes", copy.name, cwd=copy.parent)

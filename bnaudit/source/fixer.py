@@ -426,6 +426,7 @@ def fix_loop(analyze: Callable[[dict[str, bytes]], list[Finding]], read: Callabl
     """Analyze, apply what applies, analyze the result again, until nothing changes (or ``rounds``)."""
     run = FixRun()
     findings = analyze({})
+    seen: set[tuple] = set()
     for _ in range(rounds):
         wanted: dict[str, list[Finding]] = {}
         for finding in findings:
@@ -447,6 +448,11 @@ def fix_loop(analyze: Callable[[dict[str, bytes]], list[Finding]], read: Callabl
                 progress = True
         if not progress:
             break
+        state = tuple(sorted(run.texts.items()))
+        if state in seen:   # two fixes undoing each other: stop where the loop already was
+            run.notes.append("fixing stopped: the fixes of this round give back an earlier round's text")
+            break
+        seen.add(state)
         run.rounds += 1
         findings = analyze(dict(run.texts))
     run.remaining = findings

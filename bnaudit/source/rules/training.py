@@ -413,6 +413,17 @@ if is_training:
         return f"{how} asks for the Python truth value of `{name}`, a tensor while the graph is built"
 
 
+def _in_tape_block(program: Program, module: ModuleFacts, call: CallFact) -> bool:
+    """The call is written inside a `with tf.GradientTape()` block of its own function."""
+    frame = program.lexical(module, call.scope)
+    for loc in call.ctx:
+        context = module.contexts.get(loc)
+        value = program.deref(context.value, frame).value if context is not None else None
+        if isinstance(value, V.Call) and program.qualname(value.func, frame) in catalogue.GRADIENT_TAPE:
+            return True
+    return False
+
+
 def _inference_flag_fix(call: CallFact, keywords: tuple[str, ...], positional: int = -1) -> Fix | None:
     """``training=True`` written at this call becomes ``False``.  Unsafe: batch statistics at inference
     are sometimes deliberate (test-time adaptation, a GAN's sampler)."""
@@ -789,6 +800,8 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
                 given = S.object_call_training(call.value)
                 if not (isinstance(given, V.Const) and given.value is True):
                     continue
+                if _in_tape_block(program, module, call):
+                    continue   # recorded for gradients: a training step (BN006 asks for training=True here)
                 fn = module.functions.get(call.scope.split(".<lambda")[0])
                 serving = fn is not None and self._is_serving(fn)
                 if not serving and (not traces or not all(complete for _, complete in traces)):
