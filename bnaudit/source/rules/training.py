@@ -413,8 +413,12 @@ if is_training:
         return f"{how} asks for the Python truth value of `{name}`, a tensor while the graph is built"
 
 
-def _in_tape_block(program: Program, module: ModuleFacts, call: CallFact) -> bool:
-    """The call is written inside a `with tf.GradientTape()` block of its own function."""
+def _in_training_tape(program: Program, module: ModuleFacts, call: CallFact) -> bool:
+    """The call is written inside a `with tf.GradientTape()` block of a function that applies gradients
+    (a `test_step` copied from the training step keeps its tape and applies nothing: not this)."""
+    if not any(other.scope == call.scope and isinstance(other.value.func, V.Attr)
+               and other.value.func.attr in catalogue.TRAIN_OP_METHODS for other in module.calls):
+        return False
     frame = program.lexical(module, call.scope)
     for loc in call.ctx:
         context = module.contexts.get(loc)
@@ -800,8 +804,8 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
                 given = S.object_call_training(call.value)
                 if not (isinstance(given, V.Const) and given.value is True):
                     continue
-                if _in_tape_block(program, module, call):
-                    continue   # recorded for gradients: a training step (BN006 asks for training=True here)
+                if _in_training_tape(program, module, call):
+                    continue   # a training step (BN006 asks for training=True here)
                 fn = module.functions.get(call.scope.split(".<lambda")[0])
                 serving = fn is not None and self._is_serving(fn)
                 if not serving and (not traces or not all(complete for _, complete in traces)):
