@@ -130,7 +130,7 @@ def test_an_internal_error_never_exits_0(tmp_path, capsys, monkeypatch):
 
     broken = next(rule for rule in load_rules() if rule.code == "BN001")
 
-    def fail(self, program, report):
+    def fail(self, program):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(broken, "check", fail)
