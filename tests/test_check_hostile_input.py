@@ -68,9 +68,28 @@ def test_a_deep_file_among_many_does_not_take_the_others_down(tmp_path, line, co
     assert {(f"m{index:02}.py", "BN001") for index in range(30)} <= codes
 
 
+@pytest.mark.parametrize("line", ["z = " + "+".join(["1"] * 25000), "z = f" + "()" * 8000, "z = a" + ".b" * 5000])
+def test_a_long_chain_in_a_file_with_a_syntax_error_is_bn000_at_once(tmp_path, line):
+    """Found by the fuzz campaign: with a syntax error elsewhere (so CPython's depth check cannot
+    measure the chain), libcst took minutes on such a line, in native code no time budget stops."""
+    path = tmp_path / "broken.py"
+    path.write_text(PREFIX + line + "\n  x = 1\n", encoding="utf-8")   # and an unexpected indent
+    proc = bnaudit(str(path), timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (finding,) = json.loads(proc.stdout)
+    assert finding["code"] == "BN000" and "operators; bnaudit parses up to 2000" in finding["message"], finding
+
+
+def test_operators_in_strings_are_not_a_chain(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text(PREFIX + "w = '" + "+()" * 5000 + "'\n  x = 1\n", encoding="utf-8")
+    (finding,) = json.loads(bnaudit(str(path), timeout=60).stdout)
+    assert finding["code"] == "BN000" and "chains" not in finding["message"], finding
+
+
 def test_flat_long_lines_of_real_data_still_parse(tmp_path):
     """A long line is not a deep one: a 5,000-number list and a string full of brackets are fine."""
-    data = "z = [" + ", ".join(str(i) for i in range(5000)) + "]\nw = '" + "(" * 500 + "'\n"
+    data = "z = [" + ", ".join(str(i) for i in range(5000)) + "]\nw = '" + "(" * 500 + "+" * 5000 + "'\n"
     (tmp_path / "data.py").write_text(PREFIX + data, encoding="utf-8")
     proc = bnaudit(str(tmp_path / "data.py"))
     assert [f["code"] for f in json.loads(proc.stdout)] == ["BN001"], proc.stdout

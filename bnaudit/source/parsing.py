@@ -115,6 +115,8 @@ MAX_BRACKETS = 200
 # Deeper expressions (``a[0][0]...``, ``x.y.z...``, ``1+1+...``) cost libcst quadratic time or its
 # stack; real code stays far below.
 MAX_EXPRESSION_DEPTH = 500
+# Operators chained in one line of a file CPython rejects anyway (libcst: about 1 s at 2,000).
+MAX_CHAIN = 2000
 LONG_LINE = 2000
 DEEP_FIX = ("Split the expression (name its parts), or exclude the file if it is generated; "
             "bnaudit does not analyze nesting this deep.")
@@ -133,6 +135,28 @@ def _bracket_depth(data: bytes) -> int:
         if depth > deepest:
             deepest = depth
     return deepest
+
+
+_CHAIN_OPS = frozenset({"+", "-", "*", "/", "//", "%", "@", "**", "|", "&", "^", "<<", ">>", ".", "==", "!=", "<",
+                        ">", "<=", ">="})
+
+
+def _longest_chain(data: bytes) -> int:
+    """The most operators (and call or subscript trailers on a call or subscript) in one logical
+    line, read with the tokenizer so that strings do not count; 0 if it cannot tokenize."""
+    longest = count = 0
+    previous = ""
+    try:
+        for token in tokenize.tokenize(io.BytesIO(data).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                longest, count = max(longest, count), 0
+            elif token.type == tokenize.OP and (token.string in _CHAIN_OPS or
+                                                token.string in "([" and previous in (")", "]")):
+                count += 1
+            previous = token.string
+    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError, LookupError):
+        pass
+    return max(longest, count)
 
 
 def _expression_depth(tree) -> int:
@@ -165,7 +189,13 @@ def too_deep(data: bytes) -> str | None:
         message = str(exc.msg if hasattr(exc, "msg") else exc)
         if "too many nested" in message or "too complex" in message or "too deeply" in message:
             return f"the file is nested too deeply to parse ({message})"
-        return None  # another syntax error (Python 2, say): the usual parse reports it
+        # Another syntax error (Python 2, say): the usual parse reports it, unless a line chains so
+        # many operators that libcst would take minutes to get there (its parser is quadratic in a
+        # chain, `1+1+...` or `f()()...`, and native code cannot be interrupted).
+        chain = _longest_chain(data)
+        if chain > MAX_CHAIN:
+            return f"a line chains {chain} operators; bnaudit parses up to {MAX_CHAIN} in a line"
+        return None
     except (ValueError, UnicodeError):
         return None
     depth = _expression_depth(tree)
