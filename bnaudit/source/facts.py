@@ -25,10 +25,6 @@ _BINOPS = {
 }
 
 
-# Values are modelled to this depth; below it an expression is opaque (``1+1+...+1`` a thousand times,
-# ``f()()()...``: the parser accepts 500 levels, and the program's queries walk values many times).
-MAX_VALUE_DEPTH = 64
-
 _COMPARE_OPS = {cst.Equal: "==", cst.NotEqual: "!=", cst.Is: "is", cst.IsNot: "is not"}
 
 
@@ -272,7 +268,6 @@ class Extractor(Walker):
         self._class_stack: list[tuple[ClassFact, str | None]] = []
         self._with_items: list[ContextFact] = []
         self._pending_target: tuple[int, str] | None = None
-        self._depth = 0   # of the value being converted (see MAX_VALUE_DEPTH)
         # The variables of the comprehensions being read: each is drawn from its iterable.
         self._comprehension_names: list[dict[str, V.Value]] = []
 
@@ -301,15 +296,7 @@ class Extractor(Walker):
             return V.UNKNOWN
         cached = self._cache.get(id(node))
         if cached is None:
-            if self._depth >= MAX_VALUE_DEPTH:
-                # No rule reads an expression this deep, and every query that walks a value (the
-                # program model's, the rules') would pay for its depth, again and again.
-                return V.Opaque("deep")
-            self._depth += 1
-            try:
-                cached = self._convert(node)
-            finally:
-                self._depth -= 1
+            cached = self._convert(node)
             self._cache[id(node)] = cached
         return cached
 
