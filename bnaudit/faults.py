@@ -2,7 +2,7 @@
 
 Both halves of bnaudit (the source analyzer and the graph inspector) report
 under these codes, so a user reads one explanation whatever found the fault.
-Each fault is one document, ``rules/BNxxx-name.md``: its front matter is the fault's
+Each fault is one document, ``bnaudit/rules/BNxxx-name.md``: its front matter is the fault's
 code, name, severity, detectors, summary and fix title, loaded here, and its sections are
 what ``bnaudit explain`` prints.  Adding a fault starts with adding its document.
 """
@@ -54,7 +54,7 @@ def parse_front_matter(text: str, where: str = "document") -> dict[str, str]:
 
 
 def _load() -> tuple[Fault, ...]:
-    """The catalogue, read from the rule documents shipped as ``bnaudit.rules`` (``rules/``)."""
+    """The catalogue, read from the rule documents shipped as package data in ``bnaudit/rules/``."""
     loaded = []
     for entry in resources.files("bnaudit.rules").iterdir():
         if not (entry.name.startswith("BN") and entry.name.endswith(".md")):
@@ -96,7 +96,7 @@ def is_code(text: str) -> bool:
 
 
 def document(code_or_name: str) -> str:
-    """The rule document shipped in the package (``rules/`` in the repository)."""
+    """The rule document shipped in the package."""
     fault = get(code_or_name)
     return resources.files("bnaudit.rules").joinpath(fault.document_name).read_text(encoding="utf-8")
 

@@ -84,7 +84,7 @@ COUNTERPARTS = {
     "clean_sess_run_train_op_and_update_ops": "",
 }
 SOURCE_FIXTURES = ROOT / "fixtures" / "scripts"
-RULES = ROOT / "rules"
+RULES = ROOT / "bnaudit" / "rules"
 # The training code in the graph-only rule documents, run as written (the save path moved to a
 # temporary directory): what `bnaudit graph` must report on what each block saves.
 DOC_EXAMPLES = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,6 +29,19 @@ def test_the_wheel_passes_twine_check_and_carries_what_it_needs(tmp_path):
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert "Programming Language :: Python :: 3.13" in metadata.get_all("Classifier")
     documents = {Path(name).name for name in names if name.startswith("bnaudit/rules/") and name.endswith(".md")}
-    assert documents == {path.name for path in (ROOT / "rules").glob("BN*.md")}
+    assert documents == {path.name for path in (ROOT / "bnaudit" / "rules").glob("BN*.md")}
     core = [value for value in metadata.get_all("Requires-Dist") if "extra ==" not in value]
     assert not any(name in " ".join(core).lower() for name in ("tensorflow", "keras", "numpy"))
+
+
+def test_a_copy_of_the_source_tree_runs_without_being_installed(tmp_path):
+    """`PYTHONPATH=checkout python -m bnaudit` (the fuzz campaign, a snapshot of a commit) finds the
+    rule documents in the copy, not through whatever install the interpreter has."""
+    shutil.copytree(ROOT / "bnaudit", tmp_path / "bnaudit", ignore=shutil.ignore_patterns("__pycache__"))
+    document = tmp_path / "bnaudit" / "rules" / "BN001-unrun-update-ops.md"
+    document.write_text(document.read_text(encoding="utf-8") + "\nONLY IN THE COPY\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "bnaudit", "explain", "BN001"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ONLY IN THE COPY" in run.stdout

@@ -10,10 +10,11 @@ import pytest
 from bnaudit import faults
 from support import check_text, code_blocks
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "bnaudit" / "rules"
 SECTIONS = ("## What it catches", "## Why it matters", "## Known problems", "## Bad example", "## Good example",
             "## How to fix", "## Fix safety")
-README = RULES_DIR.parent / "README.md"
+README = ROOT / "README.md"
 
 
 @pytest.mark.parametrize("fault", faults.FAULTS.values(), ids=lambda f: f.code)
