@@ -131,7 +131,8 @@ def measure(mode: str, prefix: str) -> dict:
     _quiet()
     started = time.perf_counter()
     if mode == "audit":
-        from bnaudit.graph.command import audit, import_tensorflow_quietly
+        from bnaudit.graph.command import audit
+        from bnaudit.graph.protos import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         imported, rss_imported = time.perf_counter(), _rss_mb()

@@ -98,7 +98,7 @@ from fuzz import ARTIFACT_MEMBERS, WRITE_ARTIFACTS  # noqa: E402
 
 @pytest.fixture(scope="module")
 def small_artifacts(tmp_path_factory):
-    from bnaudit.graph.command import import_tensorflow_quietly
+    from bnaudit.graph.protos import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # before hypothesis runs: importing TensorFlow raises the recursion limit
     out = tmp_path_factory.mktemp("small-artifacts")

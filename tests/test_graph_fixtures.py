@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -321,3 +323,16 @@ def test_a_keras_2_0_step_count_uniquified_and_stored_as_a_float(artifact_path, 
     _, out, _ = run_cli("graph", "--format", "json-report", str(target))
     (artifact,) = json.loads(out)["artifacts"]
     assert artifact["step"] == value and value > 0, artifact
+
+
+@pytest.mark.parametrize("artifact_id", ["keras", "h5", "weights-h5"])
+def test_keras_files_are_audited_without_importing_tensorflow(artifact_id, artifact_path):
+    """h5py and NumPy read them: TensorFlow's start-up (seconds, half a gigabyte) is for its own formats."""
+    audit = ("import sys; from bnaudit.cli import main; code = main(['graph', '--format', 'json', sys.argv[1]]); "
+             "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow', file=sys.stderr); "
+             "sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", audit, str(artifact_path(artifact_id))],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout) == []
+    assert run.stderr.strip().splitlines()[-1] == "no tensorflow"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnaudit.graph.model import ArtifactError
+from bnaudit.graph.protos import tf_module
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_LEN = 48
@@ -113,7 +114,7 @@ def parse_index(index_path: str) -> tuple[int | None, dict[str, Entry]]:
     Raises NotImplementedError for layouts this parser does not handle
     (compressed blocks), in which case the caller falls back to TensorFlow's listing.
     """
-    from tensorflow.core.protobuf import tensor_bundle_pb2
+    tensor_bundle_pb2 = tf_module("tensorflow.core.protobuf.tensor_bundle_pb2")
 
     with open(index_path, "rb") as handle:
         data = handle.read()
@@ -199,7 +200,7 @@ class Bundle:
     @property
     def reader(self):
         if self._reader is None:
-            from tensorflow.python.training import py_checkpoint_reader
+            py_checkpoint_reader = tf_module("tensorflow.python.training.py_checkpoint_reader")
 
             try:
                 self._reader = py_checkpoint_reader.NewCheckpointReader(self.prefix)
@@ -232,7 +233,7 @@ class Bundle:
         """The TF2 object graph (``TrackableObjectGraph``), or None for a name-based TF1 checkpoint."""
         if _OBJECT_GRAPH_KEY not in self.shapes:
             return None
-        from tensorflow.core.protobuf import trackable_object_graph_pb2
+        trackable_object_graph_pb2 = tf_module("tensorflow.core.protobuf.trackable_object_graph_pb2")
 
         try:
             # Not through numpy: a bytes scalar array would drop the proto's trailing NUL bytes.

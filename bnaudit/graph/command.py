@@ -6,7 +6,6 @@ each, never a traceback), else 1 when anything was found, else 0.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
@@ -24,28 +23,8 @@ def _error(path: str, message: str) -> None:
     print(f"bnaudit: error: {path}: {message}", file=sys.stderr)
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 muted: its C++ start-up logs ignore TF_CPP_MIN_LOG_LEVEL."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    # TensorFlow leaves millions of objects behind; without this, every garbage collection during
-    # an audit rescans them all (it tripled the time of walking a ResNet-50 training graph).
-    gc.freeze()
-
-
 def audit(path: str) -> tuple[Artifact, list[Finding]]:
     """Read one artifact and run every check on it (raises ArtifactError)."""
-    import_tensorflow_quietly()
     from bnaudit.graph import remote
     from bnaudit.graph.checks import run_checks
     from bnaudit.graph.detect import read_artifact

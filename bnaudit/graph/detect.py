@@ -40,8 +40,9 @@ def _meta(path: str) -> Artifact:
 
 
 def _checkpoint_dir(directory: str) -> Artifact:
-    from bnaudit.graph.protos import read_proto
-    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+    from bnaudit.graph.protos import read_proto, tf_module
+
+    CheckpointState = tf_module("tensorflow.python.training.checkpoint_state_pb2").CheckpointState
 
     state_path = os.path.join(directory, "checkpoint")
     if not os.access(state_path, os.R_OK):

@@ -13,12 +13,12 @@ import os
 from bnaudit.graph.metagraph import apply_graph
 from bnaudit.graph.model import Artifact, ArtifactError, InferencePath, natural_key
 from bnaudit.graph.oplayers import frozen_constant, layers_from_ops
-from bnaudit.graph.protos import read_proto
+from bnaudit.graph.protos import read_proto, tf_module
 from bnaudit.graph.tfgraph import GraphView
 
 
 def parse_graph_def(path: str):
-    from tensorflow.core.framework import graph_pb2
+    graph_pb2 = tf_module("tensorflow.core.framework.graph_pb2")
 
     graph = read_proto(path, graph_pb2.GraphDef(), display=path, what="a frozen GraphDef",
                        text=path.endswith(".pbtxt"))

@@ -14,7 +14,7 @@ import numpy as np
 from bnaudit.graph.model import (MOVING, Artifact, ArtifactError, BNLayer, TrainingGraph, bounded, natural_key,
                                  split_role)
 from bnaudit.graph.oplayers import common_scope, layers_from_ops, origin, scope_of
-from bnaudit.graph.protos import read_proto
+from bnaudit.graph.protos import read_proto, tf_module
 from bnaudit.graph.tfgraph import ASSIGN_OPS, VARIABLE_OPS, GraphView, const_elements, const_value, is_moving_stat
 
 UPDATE_OPS = "update_ops"
@@ -22,7 +22,7 @@ TRAIN_OP = "train_op"
 
 
 def parse_meta_graph(path: str, data: bytes | None = None):
-    from tensorflow.core.protobuf import meta_graph_pb2
+    meta_graph_pb2 = tf_module("tensorflow.core.protobuf.meta_graph_pb2")
 
     meta = read_proto(path, meta_graph_pb2.MetaGraphDef(), display=path,
                       what="a MetaGraphDef (.meta) protobuf", data=data)

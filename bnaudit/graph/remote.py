@@ -16,7 +16,7 @@ import tempfile
 from typing import Iterator
 
 from bnaudit.graph.model import ArtifactError
-from bnaudit.graph.protos import short
+from bnaudit.graph.protos import short, tf_module
 
 _URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 # A checkpoint is several files sharing a prefix; naming any one of them means all of them.
@@ -58,7 +58,7 @@ def _unsupported(url: str, exc: Exception) -> ArtifactError:
 def local_copy(url: str) -> Iterator[tuple[str, str, str]]:
     """(local path, local root, the URL that root stands for): a copy of a directory, a file, or a
     checkpoint's files."""
-    import tensorflow as tf
+    tf = tf_module("tensorflow")
 
     gfile = tf.io.gfile
     workdir = tempfile.mkdtemp(prefix="bnaudit-remote-")

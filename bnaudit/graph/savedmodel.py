@@ -19,7 +19,7 @@ from bnaudit.graph.checkpoint import (checkpoint_artifact, node_paths, object_gr
 from bnaudit.graph.metagraph import apply_meta_graph
 from bnaudit.graph.model import Artifact, ArtifactError, BNLayer, InferencePath, natural_key
 from bnaudit.graph.oplayers import common_scope, layers_from_ops, origin, scope_of
-from bnaudit.graph.protos import read_proto
+from bnaudit.graph.protos import read_proto, tf_module
 from bnaudit.graph.tfgraph import GraphView
 
 _INFERENCE_NAME = re.compile(r"serv|predict|infer", re.IGNORECASE)
@@ -27,7 +27,7 @@ _SKIP_SIGNATURES = {"__saved_model_init_op", "__saved_model_train_op"}
 
 
 def parse_saved_model(directory: str, display: str):
-    from tensorflow.core.protobuf import saved_model_pb2
+    saved_model_pb2 = tf_module("tensorflow.core.protobuf.saved_model_pb2")
 
     binary = os.path.join(directory, "saved_model.pb")
     text = os.path.join(directory, "saved_model.pbtxt")

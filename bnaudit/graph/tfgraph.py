@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from bnaudit.graph.model import MAX_VALUES, MEAN, VARIANCE, split_role
+from bnaudit.graph.protos import tf_module
 
 # Ops that hand their first input through unchanged, as far as a value's origin goes.
 PASS_OPS = frozenset({
@@ -114,7 +115,7 @@ def const_value(node) -> np.ndarray | None:
     """A Const node's value, decoded from its proto (never executed)."""
     if node is None or node.op != "Const" or "value" not in node.attr:
         return None
-    from tensorflow.python.framework import tensor_util
+    tensor_util = tf_module("tensorflow.python.framework.tensor_util")
 
     tensor = node.attr["value"].tensor
     if const_elements(node) > MAX_VALUES:
