@@ -313,6 +313,8 @@ SLIM_NORMALIZED_LAYERS = frozenset(
                   "separable_conv2d", "separable_convolution2d", "conv2d_transpose", "convolution2d_transpose",
                   "conv2d_in_plane")
 )
+# Each of them opens a variable scope named by this keyword, or by a default name made unique per call.
+SLIM_LAYER_SCOPE = "scope"
 
 # Hand-written moving averages: (callable, index of the decay argument, its keyword).
 MOVING_AVERAGE_DECAY = {   # each takes a `decay`

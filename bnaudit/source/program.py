@@ -309,6 +309,9 @@ class Program:
                     return given
             return Located(V.FunctionRef(found[0].path, found[1].qualname) if found else V.UNKNOWN, frame)
         assign = assigns[-1]
+        if owner is module and _flipped_later(owner.assigns[(f"{owner_cls}::self", ref.name)], assign, frame.function,
+                                              ref.loc):
+            return Located(V.UNKNOWN, frame)
         where = assign.function
         for candidate in frame.chain():
             if candidate.module is owner and candidate.function == where:
@@ -1265,6 +1268,18 @@ def _seen_here(assigns: list, function: str, loc: int) -> list:
     if before:
         return before
     return [a for a in assigns if a.function != function]
+
+
+def _flipped_later(assigns: list, seen, function: str, loc: int) -> bool:
+    """``self.reuse = True`` after ``reuse=self.reuse`` in the same method: a flag the method sets for
+    its next call (``self.reuse = False`` in ``__init__``), so one read holds a different constant on
+    the first call and on later ones.  Only constants: ``self.sampler = self.sampler(z)`` replaces a
+    method once and is not a flag."""
+    if function == seen.function and seen.loc < loc:
+        return False
+    later = {repr(V.const(a.value)) for a in assigns
+             if a.function == function and a.loc > loc and V.is_const(a.value)}
+    return bool(later - {repr(V.const(seen.value))}) if later else False
 
 
 def _pairs_argument(call: V.Call) -> V.Comprehension | None:

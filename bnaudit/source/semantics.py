@@ -226,6 +226,15 @@ def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
         if name is None:
             return None
         parts.append(name.strip("/"))
+    if use.how == "normalizer_fn" and \
+            program.qualname(use.call.value.func, use.site.frame) in catalogue.SLIM_NORMALIZED_LAYERS:
+        # `slim.conv2d(..., normalizer_fn=slim.batch_norm)` builds the batch norm inside the layer's own
+        # scope: its `scope=`, else a default name made unique on every build (Conv, Conv_1, ...).
+        host = use.call.value.kwarg(catalogue.SLIM_LAYER_SCOPE)
+        name = scope_name(program, host, use.site.frame) if host is not None else None
+        if name is None:
+            return None
+        parts.append(name.strip("/"))
     return "/".join(p for p in parts if p)
 
 
@@ -271,7 +280,8 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
             if is_bn_class_call(program, v, f):
                 return True
             target = program.callee(v, f) if isinstance(v, V.Call) else None
-            return target is not None and (id(target[0]), target[1].qualname) in building
+            return target is not None and (id(target[0]), target[1].qualname) in building and \
+                not configured_without_batch_norm(program, v, f)
         return contains(program, current, located.frame, builds)
     if name and name.startswith(catalogue.KERAS_APPLICATION_MODULES) and \
             name.rsplit(".", 1)[-1].startswith(catalogue.KERAS_APPLICATION_PREFIXES):
@@ -280,11 +290,44 @@ def holds_batch_norm(program: Program, value: V.Value, frame: Frame | None, dept
     if isinstance(cls, V.FunctionRef):
         module = program.module_at(cls.module)
         if module is not None and cls.function in module.classes:
-            return class_builds_batch_norm(program, cls)
+            return class_builds_batch_norm(program, cls) and \
+                not configured_without_batch_norm(program, current, located.frame)
         # A function of the program that builds the model (`model = resnet18()`, `G = get_G(shape)`).
         target = program.function(cls)
         return target is not None and (id(target[0]), target[1].qualname) in building_functions(program)
     return False
+
+
+def configured_without_batch_norm(program: Program, construct: V.Value, frame: Frame | None, depth: int = 0) -> bool:
+    """``ResnetBlock(64, mode='down')`` of a class whose ``__init__`` builds its batch norms only under
+    ``if mode == 'up':`` (or ``if bn:``, ``if norm == 'batch':``): this object holds none.  Only when
+    everything in the class that builds batch norm is in its ``__init__``, and each piece is either
+    under an ``if`` that goes the other way for this call's arguments or, in turn, an object of such a
+    class configured without it (a ``Critic`` made of ``ResnetBlock(mode='down')``)."""
+    if not isinstance(construct, V.Call) or depth > 4:
+        return False
+    found = program.callee(construct, frame)
+    if found is None or not found[1].qualname.endswith(".__init__"):
+        return False
+    module, init = found[0], found[1]
+    prefix = init.qualname[: -len("__init__")]
+    uses = [use for use in program.batch_norms if use.module is module and use.call.scope.startswith(prefix)]
+    building = building_functions(program)
+    own = {id(use.call) for use in uses}
+    pieces = [use.call for use in uses]
+    for call in module.calls:
+        if call.scope.startswith(prefix) and id(call) not in own:
+            target = program.callee(call.value, program.lexical(module, call.scope))
+            if target is not None and (id(target[0]), target[1].qualname) in building:
+                pieces.append(call)
+    if not pieces or any(call.scope != init.qualname for call in pieces):
+        return False
+    activation = program.activation(construct, frame)
+    if activation is None:
+        return False
+    return all(program.live(module, call, activation) is False
+               or (id(call) not in own and configured_without_batch_norm(program, call.value, activation, depth + 1))
+               for call in pieces)
 
 
 def class_builds_batch_norm(program: Program, cls: V.FunctionRef) -> bool:
@@ -465,10 +508,61 @@ def variable_scope_reuse(program: Program, call: V.Call, frame: Frame | None) ->
     return Located(value, frame) if value is not None else None
 
 
-def object_call_training(call: V.Call) -> V.Value | None:
+def object_call_training(call: V.Call, program: Program | None = None, frame: Frame | None = None
+                         ) -> V.Value | None:
     """The ``training`` a Keras object is called with: ``model(x, training=True)``, or positionally
-    (Keras 2, and Keras 3's call signature, take it second)."""
-    return arg(call, LAYER_CALL, "training")
+    where its ``call`` takes it: second for Keras's own layers and models, wherever a subclass's
+    ``call(self, x, y, training=False)`` puts it, nowhere for ``call(self, x, y)`` (whose ``y`` is
+    data, not the flag)."""
+    given = call.kwarg("training")
+    if given is not None or program is None:
+        return given if given is not None else arg(call, LAYER_CALL, "training")
+    method = call_method(program, call.func, frame)
+    if method is None:
+        return arg(call, LAYER_CALL, "training")
+    params = method.params[1:]
+    limit = len(params) if method.positional < 0 else method.positional - 1
+    if "training" not in params[:limit]:
+        return None
+    index = params.index("training")
+    if any(isinstance(a, V.Starred) for a in call.args[:index + 1]):
+        return V.UNKNOWN
+    return call.args[index] if index < len(call.args) else None
+
+
+def in_keras_call(program: Program, site: Site) -> bool:
+    """The call runs inside the ``call`` method of a Keras layer or model of the program: Keras gives
+    the layers it calls the ``training`` its own caller passed, so the flag is the outer call's."""
+    for frame in site.frame.chain():
+        fn = frame.module.functions.get(frame.function)
+        if fn is not None and fn.class_name and fn.qualname == f"{fn.class_name}.call" and \
+                keras_class(program, frame.module, fn.class_name):
+            return True
+    return False
+
+
+def keras_class(program: Program, module: ModuleFacts, cls: str) -> bool:
+    """A class of the program that derives from a Keras layer or model."""
+    for owner, owner_cls in program.mro(module, cls):
+        fact = owner.classes.get(owner_cls)
+        frame = program.lexical(owner, "")
+        if fact is not None and any((program.qualname(base, frame) or "").startswith(catalogue.KERAS_MODULES)
+                                    for base in fact.bases):
+            return True
+    return False
+
+
+def call_method(program: Program, obj: V.Value, frame: Frame | None):
+    """The ``call`` method of the program class ``obj`` is an object of (None: not a program class)."""
+    located = program.deref(obj, frame)
+    if not isinstance(located.value, V.Call):
+        return None
+    cls = program.deref(located.value.func, located.frame).value
+    module = program.module_at(cls.module) if isinstance(cls, V.FunctionRef) else None
+    if module is None or cls.function not in module.classes:
+        return None
+    found = program.method(module, cls.function, "call")
+    return found[1] if found is not None else None
 
 
 def call_chain(use: BatchNormUse) -> list[tuple[ModuleFacts, CallFact]]:

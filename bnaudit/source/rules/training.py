@@ -190,15 +190,8 @@ def _result_unused(module: ModuleFacts, call: CallFact) -> bool:
 
 def _trains_by_default(program: Program, model: V.Value, frame) -> bool:
     """A subclassed model whose ``call(self, x, training=True)`` defaults to training mode."""
-    located = program.deref(model, frame)
-    if not isinstance(located.value, V.Call):
-        return False
-    cls = program.deref(located.value.func, located.frame).value
-    module = program.module_at(cls.module) if isinstance(cls, V.FunctionRef) else None
-    if module is None or cls.function not in module.classes:
-        return False
-    found = program.method(module, cls.function, "call")
-    default = found[1].defaults.get("training") if found is not None else None
+    method = S.call_method(program, model, frame)
+    default = method.defaults.get("training") if method is not None else None
     return isinstance(default, V.Const) and default.value is True
 
 
@@ -310,7 +303,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = S.object_call_training(call.value)
+                given = S.object_call_training(call.value, program, program.lexical(module, call.scope))
                 if given is not None and not (isinstance(given, V.Const) and given.value is None):
                     continue
                 # Read lexically first: a callee that is plainly not a model needs no instantiation.
@@ -340,7 +333,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                      if isinstance(v := program.deref(ctx.value, frame).value, V.Call)
                      and program.qualname(v.func, frame) in catalogue.GRADIENT_TAPE]
             if tapes and S.holds_batch_norm(program, call.value.func, site.frame) and \
-                    not _trains_by_default(program, call.value.func, site.frame):
+                    not _trains_by_default(program, call.value.func, site.frame) and not S.in_keras_call(program, site):
                 # Written inside the tape's block, the call only ever trains; in a helper the tape
                 # calls (`generate()`), it may also serve sampling or evaluation: then it is a choice.
                 lexical = any(ctx.loc in call.ctx for ctx in tapes)
@@ -349,7 +342,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                            "it trains in inference mode",
                            autofix=Fix("Call the model with `training=True` in the training step",
                                        (Edit.argument(call.loc, "training", LAYER_CALL.index("training"), "True")
-                                        if S.object_call_training(call.value) is not None
+                                        if S.object_call_training(call.value, program, site.frame) is not None
                                         else Edit.keyword(call.loc, "training", "True"),),
                                        Applicability.SAFE if lexical else Applicability.UNSAFE))
                 return
@@ -801,7 +794,7 @@ tf.saved_model.save(model, "/tmp/export", signatures={"serving_default": serve})
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = S.object_call_training(call.value)
+                given = S.object_call_training(call.value, program, program.lexical(module, call.scope))
                 if not (isinstance(given, V.Const) and given.value is True):
                     continue
                 if _in_training_tape(program, module, call):

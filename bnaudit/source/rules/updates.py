@@ -214,7 +214,7 @@ class GAN:
             for call in module.calls:
                 if not isinstance(call.value.func, (V.Ref, V.Attr)):
                     continue
-                given = S.object_call_training(call.value)
+                given = S.object_call_training(call.value, program, program.lexical(module, call.scope))
                 if given is None or V.const(given, "?") is False:
                     continue
                 for layer_site in program.sites(module, call):
