@@ -76,3 +76,15 @@ def test_a_script_reaches_a_hand_written_batch_norm_built_on_the_tf0_op(tmp_path
         "src/util.py": "import numpy as np\n",
     })
     assert chosen == {"src/model.py", "src/train.paris.py"}
+
+
+def test_a_script_brings_in_the_training_module_it_imports_beside_the_layers(tmp_path):
+    chosen = select(tmp_path, {
+        "models.py": LAYER,
+        "gan.py": "import tensorflow as tf\nclass GAN:\n    def train_step(self, x):\n"
+                  "        with tf.GradientTape() as tape:\n            pass\n",
+        "main.py": "from gan import GAN\nfrom models import conv_bn\nGAN().fit(conv_bn(None))\n",
+        "download.py": "import urllib.request\n",
+        "plots.py": "import matplotlib\n",
+    })
+    assert chosen == {"models.py", "gan.py", "main.py"}

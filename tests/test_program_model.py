@@ -534,3 +534,41 @@ def test_entries_related_by_index_are_those_related_pair_by_pair(tmp_path):
     assert len(related) > len(entries)   # some pairs of different entries are related
     for a, b in itertools.product(entries, entries):
         assert executions.related_entries(a, b) == (b in executions._related_to(a)), (a, b)
+
+
+def test_a_training_step_in_a_module_the_script_imports_beside_the_layers(tmp_path):
+    """`main.py` imports the networks from `models.py` and the GAN whose `train_step` runs them from
+    `gan.py`; `gan.py` imports neither, and the fault is there (nihermann/Pokemaenner's DCGAN)."""
+    found = check_files(tmp_path, {
+        "models.py": """
+            from tensorflow import keras
+            def load_models():
+                discriminator = keras.Sequential([keras.layers.Dense(1)])
+                generator = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()])
+                return discriminator, generator
+            """,
+        "gan.py": """
+            import tensorflow as tf
+            from tensorflow import keras
+            class GAN(keras.Model):
+                def __init__(self, discriminator, generator):
+                    super().__init__()
+                    self.discriminator = discriminator
+                    self.generator = generator
+                def train_step(self, noise):
+                    with tf.GradientTape() as tape:
+                        loss = tf.reduce_mean(self.discriminator(self.generator(noise)))
+                    grads = tape.gradient(loss, self.generator.trainable_weights)
+                    self.optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+                    return {"loss": loss}
+            """,
+        "main.py": """
+            from gan import GAN
+            from models import load_models
+            discriminator, generator = load_models()
+            gan = GAN(discriminator=discriminator, generator=generator)
+            gan.compile(optimizer="adam")
+            gan.fit(dataset, epochs=3)
+            """,
+    })
+    assert found == [("gan.py", "BN006", 10)]

@@ -38,7 +38,7 @@ def calls_batch_norm(text: str) -> bool:
 RELATED_RE = re.compile(
     r"UPDATE_OPS|update_ops|\.minimize\(|apply_gradients|create_train_op|Saver\(|Checkpoint\(|reuse"
     r"|GradientTape|set_learning_phase|placeholder|learning_phase|is_training|training\s*=\s*True"
-    r"|input_signature|\.cond\("
+    r"|input_signature|\.cond\(|\.fit\("
     r"|DEFINE_\w+\(|add_argument\("      # flags: they pick the executions (`--op 0` trains, else tests)
 )
 
@@ -156,6 +156,12 @@ def select_signals(files: dict[str, Signals]) -> set[str]:
         if crossing:
             selected.add(path)
             selected.update(crossing)
+    # The script's other modules that train or save: `main.py` imports the layers from `models.py` and
+    # the `GAN` whose `train_step` runs them from `gan.py`, which imports neither.
+    for path in list(selected):
+        if path in related and imports_of(path) & reaching:
+            selected.update(by_norm[target] for target in imports_of(path)
+                            if target in by_norm and by_norm[target] in related)
     # importlib.import_module(args.model_def): a dynamic import the regular expressions cannot follow
     selected |= {path for path in related if files[path].dynamic_import}
     # `from hyper_parameters import *` brings names (`tf` itself, often) the selected code reads, and

@@ -574,22 +574,29 @@ def reuse_of(program: Program, use: BatchNormUse) -> bool | None:
     states = [reuse_state(program, use.args.get(use.api.reuse)) if use.api.reuse else False]
     for call, frame, _ in variable_scopes(program, use.site):
         states.append(reuse_state(program, variable_scope_reuse(program, call, frame)))
-    # tf.get_variable_scope().reuse_variables() earlier in a function on the way down (when this
-    # activation runs it: not under `if reuse:` with reuse=False).
-    frames = {id(frame.site): frame.parent for frame in use.site.frame.chain() if frame.site is not None}
-    for module, site in call_chain(use):
-        frame = frames.get(id(site), use.site.frame) if site is not use.call else use.site.frame
-        for other in module.calls:
-            if other.scope == site.scope and other.loc < site.loc and isinstance(other.value.func, V.Attr) \
-                    and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
-                live = program.live(module, other, frame)
-                if live is not False:
-                    states.append(live)
+    states += [live for live, _ in reuse_variables_on_the_way(program, use.site)]
     if any(state is True for state in states):
         return True
     if any(state is None for state in states):
         return None
     return False
+
+
+def reuse_variables_on_the_way(program: Program, site: Site) -> list[tuple[bool | None, CallFact]]:
+    """``tf.get_variable_scope().reuse_variables()`` earlier in a function on the way down to the call,
+    each one this activation may run, with True, or None under an ``if`` it cannot decide (one under
+    ``if reuse:`` with ``reuse=False`` does not run)."""
+    states: list[tuple[bool | None, CallFact]] = []
+    frames = {id(frame.site): frame.parent for frame in site.frame.chain() if frame.site is not None}
+    for module, call in site.chain:
+        frame = frames.get(id(call), site.frame) if call is not site.call else site.frame
+        for other in module.calls:
+            if other.scope == call.scope and other.loc < call.loc and isinstance(other.value.func, V.Attr) \
+                    and other.value.func.attr == catalogue.REUSE_VARIABLES_METHOD:
+                live = program.live(module, other, frame)
+                if live is not False:
+                    states.append((live, other))
+    return states
 
 
 def variable_scope_of(program: Program, use: BatchNormUse) -> str | None:

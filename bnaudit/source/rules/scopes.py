@@ -197,6 +197,8 @@ eval_out = block(x, False)
                 if not (isinstance(func, V.Attr) and func.attr == "apply" and call.value.args):
                     continue
                 for site in program.sites(module, call):
+                    if program.live(module, call, site.frame) is False:
+                        continue   # `if train:` around it, and this build passes train=False
                     owner = program.deref(func.base, site.frame)
                     if not isinstance(owner.value, V.Call) or \
                             program.qualname(owner.value.func, owner.frame) not in catalogue.EXPONENTIAL_MOVING_AVERAGE:
@@ -204,11 +206,14 @@ eval_out = block(x, False)
                     if not S.contains(program, call.value.args[0], site.frame, lambda v, f: isinstance(v, V.Call)
                                       and program.qualname(v.func, f) in catalogue.MOMENTS):
                         break
-                    if not any(S.reuse_state(program, reuse) is True and not S.is_auto_reuse(program, reuse)
-                               for reuse in (S.variable_scope_reuse(program, c, f)
-                                             for c, f, _ in S.variable_scopes(program, site))):
+                    # Where reuse is turned on: a `variable_scope(..., reuse=True)`, a `reuse_variables()`.
+                    turned_on = {f.function for c, f, _ in S.variable_scopes(program, site)
+                                 if S.reuse_state(program, reuse := S.variable_scope_reuse(program, c, f)) is True
+                                 and not S.is_auto_reuse(program, reuse)}
+                    turned_on |= {other.scope for live, other in S.reuse_variables_on_the_way(program, site) if live}
+                    if not turned_on:
                         continue
-                    where, top = site.chain[0]
+                    where, top = _entering(site.chain, turned_on)
                     if (id(where), top.loc) not in reported:
                         reported.add((id(where), top.loc))
                         self.report(where, top.loc,
@@ -411,6 +416,15 @@ with tf.variable_scope('net', reuse=tf.AUTO_REUSE):
                 return True
             located = program.step(located)
         return False
+
+
+def _entering(chain: list[tuple[ModuleFacts, CallFact]], functions: set[str]) -> tuple[ModuleFacts, CallFact]:
+    """The call that enters the first of ``functions`` on the way down (``self.discriminator(x,
+    reuse=True)``, whose body turns reuse on), or the top of the chain."""
+    for index, (_, call) in enumerate(chain):
+        if call.scope in functions:
+            return chain[index - 1] if index else chain[0]
+    return chain[0]
 
 
 def _fed_names(program: Program) -> set[tuple[str, str]]:
