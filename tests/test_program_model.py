@@ -22,6 +22,34 @@ def check_files(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, str, i
 
 
 CASES = {
+    "slim blocks built in a loop within one entry of their scope": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def block(net):
+            return slim.conv2d(net, 8, [3, 3], normalizer_fn=slim.batch_norm)
+        def network(x):
+            with tf.variable_scope('net'):
+                net = block(x)
+                for _ in range(3):
+                    net = block(net)
+                return net
+        loss = tf.reduce_mean(network(tf.placeholder(tf.float32)))
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train_op = tf.train.AdamOptimizer().minimize(loss)
+        """,
+    "slim blocks built again in a second entry of their scope": """
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def network(x, is_training):
+            with tf.variable_scope('net'):
+                return slim.conv2d(x, 8, [3, 3], normalizer_fn=slim.batch_norm,
+                                   normalizer_params={'is_training': is_training})
+        x = tf.placeholder(tf.float32)
+        train_out = network(x, True)
+        eval_out = network(x, False)  # expect: BN002
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train_op = tf.train.AdamOptimizer().minimize(tf.reduce_mean(train_out))
+        """,
     "wrapper passes a Python flag": """
         import tensorflow as tf
         def bn(x, is_training):

@@ -228,13 +228,15 @@ def enclosing_scope(program: Program, use: BatchNormUse) -> str | None:
         parts.append(name.strip("/"))
     if use.how == "normalizer_fn" and \
             program.qualname(use.call.value.func, use.site.frame) in catalogue.SLIM_NORMALIZED_LAYERS:
-        # `slim.conv2d(..., normalizer_fn=slim.batch_norm)` builds the batch norm inside the layer's own
-        # scope: its `scope=`, else a default name made unique on every build (Conv, Conv_1, ...).
+        # `slim.conv2d(..., normalizer_fn=slim.batch_norm, scope='conv1')` builds the batch norm inside
+        # the layer's own scope; without `scope=`, inside a default name (Conv, Conv_1, ...) that,
+        # like the batch norm's own, restarts only when the enclosing scope is entered again.
         host = use.call.value.kwarg(catalogue.SLIM_LAYER_SCOPE)
-        name = scope_name(program, host, use.site.frame) if host is not None else None
-        if name is None:
-            return None
-        parts.append(name.strip("/"))
+        if host is not None:
+            name = scope_name(program, host, use.site.frame)
+            if name is None:
+                return None
+            parts.append(name.strip("/"))
     return "/".join(p for p in parts if p)
 
 

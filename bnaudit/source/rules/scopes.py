@@ -242,7 +242,8 @@ eval_out = block(x, False)
                     kind = "rebuilt"
                 elif same_call and self._default_named(later) and \
                         (enclosing := S.enclosing_scope(program, later.use)) and \
-                        enclosing == S.enclosing_scope(program, earlier.use):
+                        enclosing == S.enclosing_scope(program, earlier.use) and \
+                        self._scope_entered_again(program, earlier, later):
                     # Re-entering `dis` restarts its default names (BatchNorm, BatchNorm_1, ...), so the
                     # second build asks for the first one's variables without reuse.
                     kind = "default"
@@ -270,6 +271,23 @@ eval_out = block(x, False)
         """The layer takes its variable scope's default name (no ``scope=``/``name=`` given)."""
         api = layer.use.api
         return api.scope is not None and api.scope not in layer.use.args and not layer.use.unknown_args
+
+    @staticmethod
+    def _scope_entered_again(program: Program, earlier: _Layer, later: _Layer) -> bool:
+        """The two builds run in two entries of their innermost variable scope: two ``with`` statements,
+        or one in two activations of its function.  Within one entry (a loop building a block six
+        times) default names go on counting (BatchNorm_1, ...) and nothing collides."""
+        scopes = S.variable_scopes(program, earlier.use.site), S.variable_scopes(program, later.use.site)
+        if not scopes[0] or not scopes[1]:
+            return True   # the graph's root scope: entered once per graph, builds in two graphs never meet
+        (_, frame_a, with_a), (_, frame_b, with_b) = scopes[0][-1], scopes[1][-1]
+        if with_a != with_b or frame_a is None or frame_b is None or frame_a.function != frame_b.function:
+            return True
+        inside = next((index for index, (_, call) in enumerate(later.chain) if call.scope == frame_b.function),
+                      len(later.chain))
+        parted = next((index for index, ((_, a), (_, b)) in enumerate(zip(earlier.chain, later.chain))
+                       if a is not b), min(len(earlier.chain), len(later.chain)))
+        return parted < inside
 
     @staticmethod
     def _same_build(earlier: _Layer, later: _Layer) -> bool:
