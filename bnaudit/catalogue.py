@@ -396,16 +396,19 @@ TRAINABLE_VARIABLE_CALLS = frozenset({
 })
 TRAINABLE_ATTRIBUTES = frozenset({"trainable_variables", "trainable_weights"})
 
+# Keras's graph-mode training flag (a placeholder defaulting to 0), read by layers called without `training`.
+LEARNING_PHASE = frozenset({
+    "tensorflow.keras.backend.learning_phase", "tensorflow.python.keras.backend.learning_phase",
+    "keras.backend.learning_phase", "tf_keras.backend.learning_phase",
+})
 # Values that are tensors when the graph is built.
 TENSOR_FACTORIES = frozenset({
     "tensorflow.placeholder", "tensorflow.placeholder_with_default", "tensorflow.Variable",
     "tensorflow.get_variable", "tensorflow.constant", "tensorflow.convert_to_tensor", "tensorflow.cast",
     "tensorflow.equal", "tensorflow.not_equal", "tensorflow.less", "tensorflow.greater", "tensorflow.logical_not",
-    "tensorflow.logical_and", "tensorflow.logical_or", "tensorflow.keras.backend.learning_phase",
-    "tensorflow.python.keras.backend.learning_phase", "keras.backend.learning_phase",
-    "tf_keras.backend.learning_phase", "tensorflow.python.ops.array_ops.placeholder",
+    "tensorflow.logical_and", "tensorflow.logical_or", "tensorflow.python.ops.array_ops.placeholder",
     "tensorflow.python.ops.array_ops.placeholder_with_default",
-})
+}) | LEARNING_PHASE
 # Tensors a training flag is fed through.
 FLAG_PLACEHOLDERS = frozenset({"tensorflow.placeholder", "tensorflow.placeholder_with_default"})
 GRADIENT_TAPE = frozenset({"tensorflow.GradientTape", "tensorflow.contrib.eager.GradientTape"})

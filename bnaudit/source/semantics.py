@@ -381,10 +381,6 @@ def is_graph_tensor(program: Program, value: V.Value, frame: Frame | None) -> bo
     return is_tensor(program, value, frame) and graph_mode(program, located.frame.module)
 
 
-import os as _os
-_TRACE = _os.environ.get("BNAUDIT_TRACE")
-
-
 def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget: int = 20000
                   ) -> tuple[set[tuple[int, ...]], bool]:
     """The calls ``value`` is computed from, each as its *call string*: the ids of the call values
@@ -459,8 +455,6 @@ def reached_calls(program: Program, value: V.Value, frame: Frame | None, budget:
             continue
         if final is V.UNKNOWN and isinstance(current, (V.Ref, V.Param)) and not strings:
             complete = False  # the loss itself is unknown (a parameter nothing binds)
-            if _TRACE:
-                print("incomplete at", current, current_frame and current_frame.function)
         if isinstance(final, V.Call):
             string = context + (id(final),)
             strings.add(string)

@@ -297,6 +297,7 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                 self.report(use.module, use.call.loc,
                            f"`{use.api.training}` is not given: this batch norm runs in inference mode while "
                            f"the model trains", autofix=self._flag_fix(program, use))
+        self._keras_layer_in_graph(program)
         if not any(_is_tape(program, ctx, module) for module in program.modules for ctx in module.contexts.values()):
             return
         for module in program.modules:
@@ -314,6 +315,25 @@ with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
                         program, call.value.func, program.lexical(module, call.scope)):
                     continue
                 self._tape_call(program, module, call)
+
+    def _keras_layer_in_graph(self, program: Program) -> None:
+        """``BatchNormalization()(z)`` on a TF1 graph tensor trained by a session: without ``training``
+        the layer follows Keras's learning phase, 0 unless the program feeds or sets it."""
+        if program.calls_to(catalogue.SET_LEARNING_PHASE) or program.calls_to(catalogue.LEARNING_PHASE):
+            return
+        for use in program.batch_norms:
+            if use.how != "apply" or use.unknown_args or training_arg(program, use) is not None or \
+                    not S.graph_mode(program, use.module) or S.in_keras_call(program, use.site):
+                continue
+            if program.dataflow.feeds_training(use) is True:
+                self.report(use.module, use.call.loc,
+                           "a Keras batch norm on a TF1 graph tensor without `training`: it follows the learning "
+                           "phase, which is 0 (inference) unless fed, so it trains in inference mode",
+                           # Display only: in training mode its updates go to `layer.updates`, which a
+                           # plain train op does not run either (BN001 then), so this alone fixes nothing.
+                           autofix=Fix("Pass `training=True` (or the graph's flag tensor) and build the train op "
+                                       "under `tf.control_dependencies(layer.updates)`",
+                                       (Edit.keyword(use.call.loc, "training", "True"),), Applicability.DISPLAY))
 
     @staticmethod
     def _flag_fix(program: Program, use) -> Fix | None:

@@ -212,8 +212,8 @@ class GAN:
         layers = []   # the calls of Keras objects with batch norm in training mode
         for module in program.modules:
             for call in module.calls:
-                if not isinstance(call.value.func, (V.Ref, V.Attr)):
-                    continue
+                if not isinstance(call.value.func, (V.Ref, V.Attr, V.Call)):
+                    continue   # `model(x, ...)`, `self.bn(x, ...)`, `BatchNormalization()(x, ...)`
                 given = S.object_call_training(call.value, program, program.lexical(module, call.scope))
                 if given is None or V.const(given, "?") is False:
                     continue
