@@ -21,7 +21,23 @@ def check_files(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, str, i
                   for f in result.findings)
 
 
+# A wrapper whose else-branch keeps the updates in UPDATE_OPS: only the callers that take it need them run.
+_WRAPPER_BRANCH = """
+    import tensorflow as tf
+    def batch_norm(x, is_training, in_place_update=True, name="batch_norm"):
+        if in_place_update:
+            return tf.contrib.layers.batch_norm(x, updates_collections=None, is_training=is_training, scope=name)
+        else:
+            return tf.contrib.layers.batch_norm(x, is_training=is_training, scope=name)
+    x = tf.placeholder(tf.float32, [None, 4])
+    h = batch_norm(x, True{args}, name="bn1")
+    train_op = tf.train.AdamOptimizer().minimize(tf.reduce_sum(h)){expect}
+    """
+
 CASES = {
+    "a wrapper's branch its callers' default does not take": _WRAPPER_BRANCH.format(args="", expect=""),
+    "a wrapper's branch its caller picks": _WRAPPER_BRANCH.format(args=", in_place_update=False",
+                                                                  expect="  # expect: BN001"),
     "slim blocks built in a loop within one entry of their scope": """
         import tensorflow as tf
         slim = tf.contrib.slim
@@ -600,3 +616,29 @@ def test_a_training_step_in_a_module_the_script_imports_beside_the_layers(tmp_pa
             """,
     })
     assert found == [("gan.py", "BN006", 10)]
+
+
+def test_a_run_fetching_the_train_op_beside_a_large_loss_is_a_training_run(tmp_path):
+    """`sess.run([self.optim, self.loss, ...])` trains, however many ops the losses fetched beside the
+    train op are made of (tolstikhin/adagan: the walk through them spent its budget first, and the
+    training step was taken for an inference path)."""
+    from bnaudit.source.engine import _extract_job
+    from bnaudit.source.program import Program
+
+    chain = "".join(f"        h = tf.add(h, tf.reduce_mean(h) * {i})\n" for i in range(1200))
+    source = (
+        "import tensorflow as tf\n"
+        "class Model:\n"
+        "    def build(self):\n"
+        "        self.is_training = tf.placeholder(tf.bool)\n"
+        "        h = tf.contrib.layers.batch_norm(tf.placeholder(tf.float32), is_training=self.is_training)\n"
+        f"{chain}"
+        "        self.loss = tf.reduce_mean(h)\n"
+        "        self.optim = tf.train.AdamOptimizer().minimize(self.loss)\n"
+        "    def train(self, sess):\n"
+        "        sess.run([self.optim, self.loss, self.loss], {self.is_training: True})\n")
+    path = tmp_path / "model.py"
+    path.write_text(source)
+    program = Program([_extract_job((str(path), source.encode(), "model", False))], [str(path)])
+    (run,) = program.dataflow.runs
+    assert program.dataflow.runs_train_op(run)

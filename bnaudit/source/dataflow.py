@@ -123,9 +123,13 @@ class TrainFlow:
             if run.fetches is None:
                 found = False
             else:
-                strings, _ = S.reached_calls(self.program, run.fetches, run.frame, budget=2000)
-                found = any(string[-1] in self._train_op_ids or string[-1] in self._after_train_op
-                            for string in strings)
+                # Each fetch on its own first (`[self._optim, self._loss, ...]`): the walk through a
+                # large loss can spend the budget before it reaches the train op beside it.
+                trains = self._train_op_ids | self._after_train_op
+                found = any(id(self.program.deref(item, run.frame).value) in trains for item in _fetched(run.fetches))
+                if not found:
+                    strings, _ = S.reached_calls(self.program, run.fetches, run.frame, budget=2000)
+                    found = any(string[-1] in trains for string in strings)
             self._runs_train[id(run)] = found
         return found
 
@@ -184,3 +188,12 @@ def _is_train_op(value: V.Value) -> bool:
     func = value.func
     return isinstance(func, V.Attr) and func.attr in catalogue.TRAIN_OP_METHODS or \
         isinstance(func, V.Dotted) and func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS
+
+
+def _fetched(fetches: V.Value) -> list[V.Value]:
+    """The values a ``sess.run`` fetches as written: the items of a list, tuple or dict of fetches."""
+    if isinstance(fetches, V.Seq):
+        return list(fetches.items)
+    if isinstance(fetches, V.Dict):
+        return [value for _, value in fetches.items]
+    return [fetches]

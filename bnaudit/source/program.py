@@ -932,10 +932,14 @@ class Program:
     # --------------------------------------------------------- batch norms
     @cached_property
     def batch_norms(self) -> list[BatchNormUse]:
+        """Every layer the program builds: one per activation of each batch-norm call, less those under
+        an ``if`` that activation does not take (``if in_place_update: ... else: batch_norm(...)``)."""
         uses: list[BatchNormUse] = []
         for module in self.modules:
             for call in module.calls:
                 for site in self._bn_sites(module, call):
+                    if call.branches and self.live(module, call, site.frame) is False:
+                        continue
                     uses.extend(self._instantiate(site))
         return uses
 
