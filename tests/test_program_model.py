@@ -38,6 +38,24 @@ CASES = {
     "a wrapper's branch its callers' default does not take": _WRAPPER_BRANCH.format(args="", expect=""),
     "a wrapper's branch its caller picks": _WRAPPER_BRANCH.format(args=", in_place_update=False",
                                                                   expect="  # expect: BN001"),
+    "a layer under an if on a flag set either way by an option": """
+        import argparse
+        import tensorflow as tf
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--bn", default="1")
+        args = parser.parse_args()
+        if args.bn == "1":
+            use_bn = True
+        else:
+            use_bn = False
+        def net(x, use_bn):
+            h = tf.layers.dense(x, 4)
+            if use_bn:
+                h = tf.contrib.layers.batch_norm(h, is_training=True)
+            return h
+        loss = tf.reduce_sum(net(tf.placeholder(tf.float32, [None, 4]), use_bn))
+        train_op = tf.train.AdamOptimizer().minimize(loss)  # expect: BN001
+        """,
     "slim blocks built in a loop within one entry of their scope": """
         import tensorflow as tf
         slim = tf.contrib.slim

@@ -1194,14 +1194,30 @@ class Program:
             return None if inner is None else not inner
         if isinstance(value, V.Compare):
             left, right = self.deref(value.left, frame).value, self.deref(value.right, frame).value
-            if not (isinstance(left, V.Const) and isinstance(right, V.Const)):
+            if not (isinstance(left, V.Const) and isinstance(right, V.Const)) or \
+                    self._either_way(value.left, frame) or self._either_way(value.right, frame):
                 return None
             a, b = left.value, right.value
             return {"==": a == b, "!=": a != b, "is": a is b, "is not": a is not b}[value.op]
         final = self.deref(value, frame).value
-        if isinstance(final, V.Const):
+        if isinstance(final, V.Const) and not self._either_way(value, frame):
             return bool(final.value)
         return None
+
+    def _either_way(self, value: V.Value, frame: Frame | None) -> bool:
+        """A name on the way to the value holds different constants by the branch that set it
+        (``if args.bn == "1": bn = True`` / ``else: bn = False``), which ``deref``'s last assignment hides."""
+        located = Located(value, frame)
+        for _ in range(MAX_DEPTH):
+            if isinstance(located.value, V.Ref):
+                held = {repr(V.const(self.deref(option.value, option.frame).value, V.UNKNOWN))
+                        for option in self.alternatives(located.value, located.frame)}
+                if len(held) > 1:
+                    return True
+            located = self.step(located)
+            if located is None:
+                return False
+        return False
 
     def live(self, module: ModuleFacts, call: CallFact, frame: Frame | None) -> bool | None:
         """Whether the call runs in this activation: False when an ``if`` around it takes the other arm
