@@ -21,6 +21,21 @@ def check_files(tmp_path: Path, files: dict[str, str]) -> list[tuple[str, str, i
                   for f in result.findings)
 
 
+# The train op that is run is a no_op made under the optimizer and (or not) under UPDATE_OPS.
+_NO_OP_TRAIN = """
+    import tensorflow as tf
+    training = tf.placeholder(tf.bool)
+    h = tf.layers.batch_normalization(tf.layers.dense(tf.placeholder(tf.float32, [None, 4]), 4), training=training)
+    loss = tf.reduce_sum(h)
+    step = tf.Variable(0.0)
+    optimizer = tf.train.AdamOptimizer().minimize(loss){expect}
+    with tf.control_dependencies({outer}):
+        with tf.control_dependencies([optimizer, tf.assign_add(step, 1.0)]):
+            train_op = tf.no_op()
+    with tf.Session() as sess:
+        sess.run(train_op, {{training: True}})
+    """
+
 # A wrapper whose else-branch keeps the updates in UPDATE_OPS: only the callers that take it need them run.
 _WRAPPER_BRANCH = """
     import tensorflow as tf
@@ -35,6 +50,10 @@ _WRAPPER_BRANCH = """
     """
 
 CASES = {
+    "the run op is a no_op under the optimizer and UPDATE_OPS": _NO_OP_TRAIN.format(
+        outer="tf.get_collection(tf.GraphKeys.UPDATE_OPS)", expect=""),
+    "the run op is a no_op under the optimizer alone": _NO_OP_TRAIN.format(outer="[step]",
+                                                                        expect="  # expect: BN001"),
     "a wrapper's branch its callers' default does not take": _WRAPPER_BRANCH.format(args="", expect=""),
     "a wrapper's branch its caller picks": _WRAPPER_BRANCH.format(args=", in_place_update=False",
                                                                   expect="  # expect: BN001"),

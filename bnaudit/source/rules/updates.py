@@ -312,6 +312,19 @@ class GAN:
                     fact = program.call_fact(made)
                     if fact is not None:
                         covered |= self._dependencies(program, fact[0], fact[1])
+        # A dependency of the op that is run: `with control_dependencies(update_ops): with
+        # control_dependencies([optimizer, step_update]): train_op = tf.no_op()` (YunYang1994's
+        # tensorflow-yolov3) runs the updates and the optimizer together.
+        for loc, ctx in site.module.contexts.items():
+            frame = site.frame if ctx.scope == site.call.scope else program.lexical(site.module, ctx.scope)
+            located = program.deref(ctx.value, frame)
+            value = located.value
+            if isinstance(value, V.Call) and value.args and \
+                    program.qualname(value.func, located.frame) in catalogue.CONTROL_DEPENDENCIES and \
+                    S.contains(program, value.args[0], located.frame, lambda v, f: v is call):
+                made = [other for other in site.module.calls if loc in other.ctx]
+                for other in made:
+                    covered |= self._dependencies(program, site.module, other)
         return covered
 
     @staticmethod
