@@ -357,6 +357,12 @@ RUNS_FUNCTION: dict[str, tuple[tuple[int, str], ...]] = {
     "tensorflow.app.run": ((0, "main"),),
     "tensorflow.python.platform.app.run": ((0, "main"),),
     "absl.app.run": ((0, "main"),),
+    # slim's `repeat(inputs, repetitions, layer, ...)` and `stack(inputs, layer, stack_args)` call the
+    # layer function in place, under the caller's arg_scopes (`is_training` of the batch norms inside).
+    **{f"{module}.repeat": ((2, "layer"),) for module in ("tensorflow.contrib.slim", "tensorflow.contrib.layers",
+                                                          "tf_slim", "tf_slim.layers")},
+    **{f"{module}.stack": ((1, "layer"),) for module in ("tensorflow.contrib.slim", "tensorflow.contrib.layers",
+                                                         "tf_slim", "tf_slim.layers")},
 }
 APP_RUN = frozenset({"tensorflow.app.run", "tensorflow.python.platform.app.run", "absl.app.run"})
 # Methods that run the function they are given (distribution strategies).

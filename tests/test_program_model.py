@@ -50,6 +50,38 @@ _WRAPPER_BRANCH = """
     """
 
 CASES = {
+    "slim.repeat runs its block under the caller's arg_scope": """
+        import sys
+        import tensorflow as tf
+        slim = tf.contrib.slim
+        def arg_scope():
+            with slim.arg_scope([slim.conv2d], normalizer_fn=slim.batch_norm,
+                                normalizer_params={'updates_collections': None}) as scope:
+                return scope
+        def block(net, scale=1.0):
+            return net + scale * slim.conv2d(net, 8, [3, 3])
+        def network(x, is_training=True):
+            with slim.arg_scope([slim.batch_norm], is_training=is_training):
+                net = slim.repeat(x, 3, block, scale=0.2)
+                return block(net)
+        def train():
+            with slim.arg_scope(arg_scope()):
+                loss = tf.reduce_mean(network(tf.placeholder(tf.float32), is_training=True))
+            train_op = tf.train.AdamOptimizer().minimize(loss)
+            with tf.Session() as sess:
+                sess.run(train_op)
+                tf.train.Saver().save(sess, "model.ckpt")
+        def evaluate():
+            with slim.arg_scope(arg_scope()):
+                logits = network(tf.placeholder(tf.float32), is_training=False)
+            with tf.Session() as sess:
+                tf.train.Saver().restore(sess, "model.ckpt")
+                sess.run(logits)
+        if sys.argv[1] == "train":
+            train()
+        else:
+            evaluate()
+        """,
     "the run op is a no_op under the optimizer and UPDATE_OPS": _NO_OP_TRAIN.format(
         outer="tf.get_collection(tf.GraphKeys.UPDATE_OPS)", expect=""),
     "the run op is a no_op under the optimizer alone": _NO_OP_TRAIN.format(outer="[step]",
