@@ -126,7 +126,7 @@ class TrainFlow:
                 # Each fetch on its own first (`[self._optim, self._loss, ...]`): the walk through a
                 # large loss can spend the budget before it reaches the train op beside it.
                 trains = self._train_op_ids | self._after_train_op
-                found = any(id(self.program.deref(item, run.frame).value) in trains for item in _fetched(run.fetches))
+                found = any(id(self.program.deref(item, run.frame).value) in trains for item in _fetch_items(run.fetches))
                 if not found:
                     strings, _ = S.reached_calls(self.program, run.fetches, run.frame, budget=2000)
                     found = any(string[-1] in trains for string in strings)
@@ -190,7 +190,7 @@ def _is_train_op(value: V.Value) -> bool:
         isinstance(func, V.Dotted) and func.name in catalogue.UPDATING_TRAIN_OP_BUILDERS
 
 
-def _fetched(fetches: V.Value) -> list[V.Value]:
+def _fetch_items(fetches: V.Value) -> list[V.Value]:
     """The values a ``sess.run`` fetches as written: the items of a list, tuple or dict of fetches."""
     if isinstance(fetches, V.Seq):
         return list(fetches.items)

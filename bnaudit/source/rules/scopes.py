@@ -285,9 +285,7 @@ eval_out = block(x, False)
             return True
         inside = next((index for index, (_, call) in enumerate(later.chain) if call.scope == frame_b.function),
                       len(later.chain))
-        parted = next((index for index, ((_, a), (_, b)) in enumerate(zip(earlier.chain, later.chain))
-                       if a is not b), min(len(earlier.chain), len(later.chain)))
-        return parted < inside
+        return DuplicatedScope._parted_at(earlier, later) < inside
 
     @staticmethod
     def _same_build(earlier: _Layer, later: _Layer) -> bool:
@@ -301,11 +299,16 @@ eval_out = block(x, False)
         return False
 
     @staticmethod
-    def _divergence(earlier: _Layer, later: _Layer) -> tuple[ModuleFacts, CallFact]:
-        for (_, a), (module, b) in zip(earlier.chain, later.chain):
-            if a is not b:
-                return module, b
-        return later.chain[-1]
+    def _parted_at(earlier: _Layer, later: _Layer) -> int:
+        """The index in the call chains of the first call where the two builds' paths differ."""
+        return next((index for index, ((_, a), (_, b)) in enumerate(zip(earlier.chain, later.chain)) if a is not b),
+                    min(len(earlier.chain), len(later.chain)))
+
+    @classmethod
+    def _divergence(cls, earlier: _Layer, later: _Layer) -> tuple[ModuleFacts, CallFact]:
+        """The later build's call where its path leaves the earlier one's (its last call if none)."""
+        index = cls._parted_at(earlier, later)
+        return later.chain[index] if index < min(len(earlier.chain), len(later.chain)) else later.chain[-1]
 
     @staticmethod
     def _evaluation_copy(program: Program, earlier: _Layer, later: _Layer) -> bool:

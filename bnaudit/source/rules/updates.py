@@ -455,18 +455,10 @@ def _keras_batch_norm(program: Program, func: V.Value, frame) -> bool:
     if isinstance(cls, V.FunctionRef) and (module := program.module_at(cls.module)) is not None and \
             cls.function in module.classes:
         # A program class: Keras only if it derives from a Keras Model or Layer.
-        keras = any(_keras_base(program, owner, owner_cls) for owner, owner_cls in program.mro(module, cls.function))
+        keras = S.keras_class(program, module, cls.function)
     elif isinstance(cls, V.FunctionRef):
         keras = True   # a function of the program that returns a model (`model = build_resnet()`)
     return keras and S.holds_batch_norm(program, func, frame)
-
-
-def _keras_base(program: Program, module: ModuleFacts, cls: str) -> bool:
-    frame = program.lexical(module, "")
-    for base in module.classes[cls].bases:
-        if (program.qualname(base, frame) or "").startswith(catalogue.KERAS_MODULES):
-            return True
-    return False
 
 
 def _runs_keras_updates(program: Program, site: Site) -> bool:
